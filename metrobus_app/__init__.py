@@ -1,0 +1,44 @@
+"""metrobus: smart routing on a dumb bus, on Faust.
+
+``faust -A metrobus_app worker`` runs the app below with the stops it discovers in
+``METROBUS_MODULES`` (default: the ``agents`` package).
+"""
+
+from .app import MetrobusApp, create_app
+from .bus import Bus, Outcome
+from .envelope import Envelope
+from .errors import ConfigError, Drop, InvalidEnvelope, MetrobusError, UnknownStop
+from .settings import Settings
+from .commands import register_commands
+from .web import blueprint
+
+try:
+    settings = Settings.from_env()
+except ConfigError as exc:
+    raise SystemExit(f"metrobus: {exc}") from None
+app = create_app(settings, autodiscover=settings.modules)
+bus = app.bus
+stop = bus.stop
+busdriver = bus.busdriver
+
+register_commands(app)
+blueprint.register(app, url_prefix="/metrobus/")
+
+__all__ = [
+    "Bus",
+    "ConfigError",
+    "Drop",
+    "Envelope",
+    "InvalidEnvelope",
+    "MetrobusApp",
+    "MetrobusError",
+    "Outcome",
+    "Settings",
+    "UnknownStop",
+    "app",
+    "bus",
+    "busdriver",
+    "create_app",
+    "settings",
+    "stop",
+]

@@ -1,0 +1,52 @@
+"""The one Faust app of a metrobus worker, built from ``Settings``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+from faust.transport import by_url
+
+from .bus import Bus
+from .settings import Settings
+from .transport import Transport
+
+
+class MetrobusApp(faust.App):
+    """A Faust app that knows its metrobus settings and uses the metrobus transport."""
+
+    def __init__(self, settings: Settings, **options: Any) -> None:
+        self.settings = settings
+        super().__init__(settings.app_id, **options)
+        self.bus = Bus(self, settings)
+        self.task(self.bus.declare_topics)
+
+    def _new_transport(self) -> Any:
+        url = self.conf.broker_consumer[0]
+        cls = Transport if by_url(url) is Transport.__mro__[1] else by_url(url)
+        return cls(self.conf.broker_consumer, self)
+
+
+def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> MetrobusApp:
+    """Build the app: broker, store, web, and timeouts that suit a small bus."""
+    return MetrobusApp(
+        settings,
+        broker=settings.broker,
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        web_port=settings.web_port,
+        web_bind=settings.web_bind,
+        web_host=settings.web_bind,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.topic_replication,
+        autodiscover=autodiscover,
+        origin="metrobus_app",
+        key_serializer="raw",
+        value_serializer="raw",
+        # A group join takes ~30 s with Faust's defaults; a bus should start in seconds.
+        broker_rebalance_timeout=3,
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        producer_linger_ms=1,
+        web_in_thread=False,
+    )

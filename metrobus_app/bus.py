@@ -1,0 +1,237 @@
+"""Declaring stops and the busdriver, and ``forward()``: the one place a message moves on."""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+
+import faust
+
+from .cache import Cache
+from .envelope import Envelope
+from .errors import Drop, InvalidEnvelope, UnknownStop
+from .settings import Settings
+from .stats import BusStats
+
+log = logging.getLogger("metrobus")
+
+StopFunction = Callable[[Any], Any]
+RouteFunction = Callable[[Any], "Sequence[str] | Envelope | None"]
+Sender = Callable[[str, "bytes | None", bytes], Awaitable[None]]
+
+FORWARDED, DELIVERED, DROPPED, DEAD_LETTERED = "forwarded", "delivered", "dropped", "dead_lettered"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a stop did with one message; a stop's agent yields one per message."""
+
+    stop: str
+    fate: str
+    detail: str = ""
+
+
+class Bus:
+    """The stops of one Faust app and the topics between them.
+
+    ``bus.stop("AddEmail")`` turns a function of the payload into a Faust agent on the
+    topic ``AddEmail``; ``bus.busdriver()`` turns a function of a raw record into the agent
+    that stamps routes on ``Source``. The bus never knows which stops exist until they
+    are declared.
+    """
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.stats = BusStats()
+        self.stops: dict[str, StopFunction] = {}
+        self.caches: dict[str, Cache] = {}
+        self._topics: dict[str, faust.TopicT] = {}
+        self.sender: Sender = self._send_to_topic
+
+    @property
+    def known_stops(self) -> set[str]:
+        """Stops a route may name: this app's own and the configured external ones."""
+        return set(self.stops) | set(self.settings.external_stops)
+
+    def topic(self, name: str) -> faust.TopicT:
+        """The topic of a stop (or Source, Error), declared with the bus's partition count."""
+        try:
+            return self._topics[name]
+        except KeyError:
+            topic = self._topics[name] = self.app.topic(
+                name,
+                key_type=bytes,
+                value_type=bytes,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=self.settings.partitions,
+                replicas=self.settings.topic_replication,
+                internal=True,
+            )
+            return topic
+
+    def cache(self, name: str, help: str = "") -> Cache:
+        """Declare a lookup cache (a GlobalTable every worker holds whole)."""
+        if name in self.caches:
+            raise ValueError(f"cache {name!r} is declared twice")
+        cache = self.caches[name] = Cache(self.app, name, help)
+        return cache
+
+    async def declare_topics(self) -> None:
+        """Create the topics the bus sends to but may not consume: errors and external stops."""
+        for name in (self.settings.error_topic, *self.settings.external_stops):
+            await self.topic(name).maybe_declare()
+
+    def stop(self, name: str, *, concurrency: int = 1) -> Callable[[StopFunction], StopFunction]:
+        """Declare a stop: ``fn(payload)`` returns the payload to go on, or None to drop it.
+
+        ``fn`` may be sync or async; it may raise ``Drop(reason)``. Any other exception
+        sends the message to the dead-letter topic. The function is returned unchanged,
+        so it can be called directly in tests.
+        """
+
+        def register(fn: StopFunction) -> StopFunction:
+            if name in self.stops:
+                raise ValueError(f"stop {name!r} is declared twice")
+            self.stops[name] = fn
+
+            async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
+                async for event in stream.events():
+                    yield await self.handle(name, fn, event.key, event.value)
+
+            run.__name__ = run.__qualname__ = f"stop_{name}"
+            self.app.agent(self.topic(name), name=f"metrobus.stop.{name}", concurrency=concurrency)(run)
+            return fn
+
+        return register
+
+    def busdriver(self, name: str = "busdriver") -> Callable[[RouteFunction], RouteFunction]:
+        """Declare the busdriver: ``fn(record)`` returns the route (stops in travel order).
+
+        It may also return a ready ``Envelope`` or None to drop the record. Records come
+        from the source topic as plain JSON objects.
+        """
+
+        def register(fn: RouteFunction) -> RouteFunction:
+            async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
+                async for event in stream.events():
+                    yield await self.handle_record(name, fn, event.key, event.value)
+
+            run.__name__ = run.__qualname__ = name
+            self.app.agent(self.topic(self.settings.source_topic), name=f"metrobus.{name}")(run)
+            return fn
+
+        return register
+
+    async def handle(self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None) -> Outcome:
+        """Run one message through a stop and send it on; never raises."""
+        self.stats[stop].received += 1
+        try:
+            envelope = Envelope.from_bytes(self._check_size(raw))
+        except InvalidEnvelope as exc:
+            return await self.dead_letter(stop, key, raw, exc)
+        try:
+            payload = await _call(fn, envelope.payload)
+        except Drop as drop:
+            return self._dropped(stop, drop.reason)
+        except Exception as exc:
+            log.exception("stop %s failed on message %s", stop, envelope.id)
+            return await self.dead_letter(stop, key, raw, exc)
+        if payload is None:
+            return self._dropped(stop, f"{stop} returned None")
+        envelope.payload = payload
+        return await self.forward(envelope, key, stop=stop)
+
+    async def handle_record(self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None) -> Outcome:
+        """Stamp a route on one raw record and send it to its first stop; never raises."""
+        self.stats[stop].received += 1
+        try:
+            record = json.loads(self._check_size(raw) or b"")
+            if not isinstance(record, dict):
+                raise InvalidEnvelope(f"record is a JSON {type(record).__name__}, not an object")
+        except (ValueError, RecursionError) as exc:
+            return await self.dead_letter(stop, key, raw, InvalidEnvelope(f"record is not JSON: {exc}"))
+        except InvalidEnvelope as exc:
+            return await self.dead_letter(stop, key, raw, exc)
+        try:
+            route = await _call(fn, record)
+            if route is None:
+                return self._dropped(stop, f"{stop} gave no route")
+            envelope = route if isinstance(route, Envelope) else Envelope.stamp(record, route)
+        except Drop as drop:
+            return self._dropped(stop, drop.reason)
+        except Exception as exc:
+            log.exception("%s failed on a record", stop)
+            return await self.dead_letter(stop, key, raw, exc)
+        return await self.forward(envelope, key, stop=stop)
+
+    async def forward(self, envelope: Envelope, key: bytes | None, *, stop: str) -> Outcome:
+        """Pop the next stop off the route and send the envelope there, key unchanged.
+
+        Not Faust's ``Event.forward`` (which re-sends a raw value): this one moves an
+        envelope along its route. An empty route means ``stop`` was the last: delivered.
+        A route naming a stop the bus does not know is dead-lettered.
+        """
+        next_stop = envelope.next_stop
+        if next_stop is None:
+            self.stats[stop].delivered += 1
+            return Outcome(stop, DELIVERED)
+        if next_stop not in self.known_stops:
+            error = UnknownStop(f"route names unknown stop {next_stop!r} (known: {', '.join(sorted(self.known_stops))})")
+            return await self.dead_letter(stop, key, envelope.to_bytes(), error)
+        envelope.pop_next()
+        await self.sender(next_stop, key, envelope.to_bytes())
+        self.stats[stop].forwarded[next_stop] += 1
+        return Outcome(stop, FORWARDED, next_stop)
+
+    async def dead_letter(self, stop: str, key: bytes | None, raw: bytes | None, error: BaseException) -> Outcome:
+        """Send a message the bus cannot handle to the dead-letter topic, with why."""
+        kind = type(error).__name__
+        self.stats[stop].dead_lettered[kind] += 1
+        log.warning("dead-lettering a message at %s: %s: %s", stop, kind, error)
+        letter = {
+            "stop": stop,
+            "error": kind,
+            "message": str(error),
+            "time": time.time(),
+            **_original(raw),
+        }
+        await self.sender(self.settings.error_topic, key, json.dumps(letter).encode())
+        return Outcome(stop, DEAD_LETTERED, kind)
+
+    def _dropped(self, stop: str, reason: str) -> Outcome:
+        self.stats[stop].dropped[reason] += 1
+        log.debug("%s dropped a message: %s", stop, reason)
+        return Outcome(stop, DROPPED, reason)
+
+    def _check_size(self, raw: bytes | None) -> bytes | None:
+        limit = self.settings.max_message_bytes
+        if raw is not None and len(raw) > limit:
+            raise InvalidEnvelope(f"value is {len(raw)} bytes, above METROBUS_MAX_MESSAGE_BYTES={limit}")
+        return raw
+
+    async def _send_to_topic(self, topic: str, key: bytes | None, value: bytes) -> None:
+        await self.topic(topic).send(key=key, value=value)
+
+
+async def _call(fn: Callable[[Any], Any], arg: Any) -> Any:
+    result = fn(arg)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _original(raw: bytes | None) -> dict[str, Any]:
+    """The original value for a dead letter: as text when it is UTF-8, else base64."""
+    if raw is None:
+        return {"value": None}
+    try:
+        return {"value": raw.decode()}
+    except UnicodeDecodeError:
+        return {"value_base64": base64.b64encode(raw).decode()}

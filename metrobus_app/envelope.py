@@ -1,0 +1,106 @@
+"""The envelope of wire format v1: a header carrying the route, and the payload.
+
+Pure Python, no Faust: the route operations are easy to test and to reason about.
+The route is a stack; the next stop is its last element (compatible with metrobus 0.0.x).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from .errors import InvalidEnvelope
+
+ROUTE = "route"
+ORIGINAL_ROUTE = "original_route"
+HISTORICAL_ROUTE = "historical_route"
+
+
+@dataclass
+class Envelope:
+    """A message on the bus: ``header`` (route, history, any other fields) and ``payload``."""
+
+    header: dict[str, Any]
+    payload: Any
+
+    @classmethod
+    def stamp(cls, payload: Any, stops: Sequence[str], **header: Any) -> Envelope:
+        """Wrap a raw record for a journey through ``stops``, given in travel order."""
+        if isinstance(stops, str) or not stops:
+            raise ValueError(f"a route is a non-empty list of stop names, got {stops!r}")
+        route = list(reversed(stops))
+        fields = {
+            ROUTE: route,
+            ORIGINAL_ROUTE: list(route),
+            HISTORICAL_ROUTE: [],
+            "id": uuid.uuid4().hex,
+            "stamped_at": time.time(),
+        }
+        fields.update(header)
+        return cls(fields, payload)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> Envelope:
+        """Decode a value from a stop's topic; raise InvalidEnvelope saying exactly what is wrong."""
+        if raw is None:
+            raise InvalidEnvelope("empty value (no bytes)")
+        try:
+            value = json.loads(raw)
+        except UnicodeDecodeError as exc:
+            raise InvalidEnvelope(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+        except (ValueError, RecursionError) as exc:
+            raise InvalidEnvelope(f"value is not JSON: {exc}") from None
+        return cls.from_value(value)
+
+    @classmethod
+    def from_value(cls, value: Any) -> Envelope:
+        """Check a decoded JSON value against wire format v1."""
+        if not isinstance(value, dict):
+            raise InvalidEnvelope(f"value is a JSON {type(value).__name__}, not an object")
+        header = value.get("header")
+        if not isinstance(header, dict):
+            raise InvalidEnvelope("no 'header' object" if header is None else "'header' is not an object")
+        if "payload" not in value:
+            raise InvalidEnvelope("no 'payload'")
+        for name in (ROUTE, ORIGINAL_ROUTE, HISTORICAL_ROUTE):
+            stops = header.get(name, [])
+            if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+                raise InvalidEnvelope(f"header.{name} is not a list of stop names")
+        if ROUTE not in header:
+            raise InvalidEnvelope("header has no 'route'")
+        header.setdefault(HISTORICAL_ROUTE, [])
+        return cls(header, value["payload"])
+
+    def to_bytes(self) -> bytes:
+        """Encode for the wire."""
+        return json.dumps({"header": self.header, "payload": self.payload}, separators=(",", ":")).encode()
+
+    @property
+    def route(self) -> list[str]:
+        """The stops still ahead, as a stack: the next stop is the last element."""
+        return self.header[ROUTE]
+
+    @property
+    def next_stop(self) -> str | None:
+        """The stop this envelope goes to next, or None at the end of its route."""
+        return self.route[-1] if self.route else None
+
+    @property
+    def id(self) -> str | None:
+        """The message id the busdriver stamped (None for envelopes made elsewhere)."""
+        return self.header.get("id")
+
+    def pop_next(self) -> str:
+        """Take the next stop off the route and record it in the history."""
+        if not self.route:
+            raise IndexError("the route is empty: the message has arrived")
+        stop = self.route.pop()
+        self.header[HISTORICAL_ROUTE].append(stop)
+        return stop
+
+    def push_stop(self, stop: str) -> None:
+        """Make ``stop`` the next stop (a detour); the rest of the route follows it."""
+        self.route.append(stop)

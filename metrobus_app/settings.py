@@ -1,0 +1,86 @@
+"""Metrobus settings: every knob read once from ``METROBUS_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ConfigError
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+def _setting(default: Any, env: str, doc: str) -> Any:
+    return field(default=default, metadata={"env": env, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The bus's configuration; ``Settings.from_env()`` reads it from the environment."""
+
+    app_id: str = _setting("metrobus", "METROBUS_APP_ID", "Faust app id: consumer group and table prefix.")
+    broker: str = _setting("kafka://localhost:9092", "METROBUS_BROKER", "Kafka broker URL(s), ';'-separated.")
+    store: str = _setting("rocksdb://", "METROBUS_STORE", "Table store: rocksdb:// (default) or memory://.")
+    data_dir: Path = _setting(Path("var/metrobus"), "METROBUS_DATA_DIR", "Worker state (RocksDB tables) lives here.")
+    web_port: int = _setting(6066, "METROBUS_WEB_PORT", "Port of the worker's web server (stats, caches).")
+    web_bind: str = _setting("127.0.0.1", "METROBUS_WEB_BIND", "Address the worker's web server binds.")
+    partitions: int = _setting(4, "METROBUS_PARTITIONS", "Partitions of every stop topic the bus creates.")
+    source_topic: str = _setting("Source", "METROBUS_SOURCE_TOPIC", "Raw records enter the bus here.")
+    error_topic: str = _setting("Error", "METROBUS_ERROR_TOPIC", "Dead-letter topic.")
+    external_stops: tuple[str, ...] = _setting(
+        (), "METROBUS_EXTERNAL_STOPS", "Comma-separated stops served outside this app (e.g. a 0.0.x stop)."
+    )
+    fetch_wait_ms: int = _setting(
+        10, "METROBUS_FETCH_WAIT_MS", "Longest a fetch waits for data; Faust hard-codes 1500 ms."
+    )
+    max_message_bytes: int = _setting(
+        1_048_576, "METROBUS_MAX_MESSAGE_BYTES", "Larger values are dead-lettered unread."
+    )
+    modules: tuple[str, ...] = _setting(
+        ("agents",), "METROBUS_MODULES", "Comma-separated packages of stops and commands the app discovers."
+    )
+    topic_replication: int = _setting(1, "METROBUS_REPLICATION", "Replication factor of created topics.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every setting from ``environ`` (default ``os.environ``), falling back to defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = environ.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.metadata["env"], type(f.default), raw)
+        return cls(**values)
+
+    @classmethod
+    def describe(self) -> list[tuple[str, str, str, str]]:
+        """Each setting as (environment variable, value, default, meaning)."""
+        return [
+            (f.metadata["env"], _show(getattr(self, f.name)), _show(f.default), f.metadata["doc"])
+            for f in fields(self)
+        ]
+
+
+def _show(value: Any) -> str:
+    return ",".join(value) if isinstance(value, tuple) else str(value)
+
+
+def _convert(env: str, kind: type, raw: str) -> Any:
+    if kind is tuple:
+        return _split(raw)
+    if kind is int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ConfigError(f"{env}={raw!r} is not a whole number") from None
+        if value < 0:
+            raise ConfigError(f"{env}={raw!r} must not be negative")
+        return value
+    if issubclass(kind, Path):
+        return Path(raw)
+    return raw
