@@ -28,10 +28,20 @@ def make_record(x: int, rng: random.Random, accounts: range) -> dict:
 
 @app.command(
     option("--count", type=click.IntRange(min=1), default=1000, show_default=True, help="Records to send."),
-    option("--rate", type=click.FloatRange(min=0), default=0, show_default=True,
-           help="Records per second; 0 sends as fast as the broker takes them."),
-    option("--accounts", type=click.IntRange(1, 1_000_000), default=100_000, show_default=True,
-           help="Draw account numbers from the first N of the seed's range (as make-data)."),
+    option(
+        "--rate",
+        type=click.FloatRange(min=0),
+        default=0,
+        show_default=True,
+        help="Records per second; 0 sends as fast as the broker takes them.",
+    ),
+    option(
+        "--accounts",
+        type=click.IntRange(1, 1_000_000),
+        default=100_000,
+        show_default=True,
+        help="Draw account numbers from the first N of the seed's range (as make-data).",
+    ),
     option("--seed", type=int, default=None, help="Seed for a repeatable stream of records."),
 )
 async def push(self: AppCommand, count: int, rate: float, accounts: int, seed: int | None) -> None:
@@ -41,8 +51,9 @@ async def push(self: AppCommand, count: int, rate: float, accounts: int, seed: i
     topic = bus.topic(settings.source_topic)
     producer = await self.app.maybe_start_producer()
     started = time.monotonic()
-    with click.progressbar(length=count, label=f"pushing to {settings.source_topic}",
-                           file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(
+        length=count, label=f"pushing to {settings.source_topic}", file=click.get_text_stream("stderr")
+    ) as bar:
         for x in range(count):
             if rate:
                 delay = started + x / rate - time.monotonic()

@@ -6,10 +6,10 @@
 
 from .app import MetrobusApp, create_app
 from .bus import Bus, Outcome
+from .commands import register_commands
 from .envelope import Envelope
 from .errors import ConfigError, Drop, InvalidEnvelope, MetrobusError, UnknownStop
 from .settings import Settings
-from .commands import register_commands
 from .web import blueprint
 
 try:

@@ -7,13 +7,14 @@ import inspect
 import json
 import logging
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
 
 import faust
 
 from .cache import Cache
-from .envelope import Envelope
+from .envelope import Envelope, decode_object
 from .errors import Drop, InvalidEnvelope, UnknownStop
 from .settings import Settings
 from .stats import BusStats
@@ -51,6 +52,7 @@ class Bus:
         self.stats = BusStats()
         self.stops: dict[str, StopFunction] = {}
         self.caches: dict[str, Cache] = {}
+        self.agents: dict[str, faust.types.AgentT] = {}
         self._topics: dict[str, faust.TopicT] = {}
         self.sender: Sender = self._send_to_topic
 
@@ -106,7 +108,7 @@ class Bus:
                     yield await self.handle(name, fn, event.key, event.value)
 
             run.__name__ = run.__qualname__ = f"stop_{name}"
-            self.app.agent(self.topic(name), name=f"metrobus.stop.{name}", concurrency=concurrency)(run)
+            self._add_agent(name, self.topic(name), run, concurrency)
             return fn
 
         return register
@@ -124,10 +126,16 @@ class Bus:
                     yield await self.handle_record(name, fn, event.key, event.value)
 
             run.__name__ = run.__qualname__ = name
-            self.app.agent(self.topic(self.settings.source_topic), name=f"metrobus.{name}")(run)
+            self._add_agent(name, self.topic(self.settings.source_topic), run, 1)
             return fn
 
         return register
+
+    def _add_agent(self, name: str, topic: faust.TopicT, run: Callable[..., Any], concurrency: int) -> None:
+        """Make ``run`` the agent of stop ``name``, unless this worker runs other stops only."""
+        if self.settings.stops and name not in self.settings.stops:
+            return
+        self.agents[name] = self.app.agent(topic, name=f"metrobus.{name}", concurrency=concurrency)(run)
 
     async def handle(self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None) -> Outcome:
         """Run one message through a stop and send it on; never raises."""
@@ -152,11 +160,7 @@ class Bus:
         """Stamp a route on one raw record and send it to its first stop; never raises."""
         self.stats[stop].received += 1
         try:
-            record = json.loads(self._check_size(raw) or b"")
-            if not isinstance(record, dict):
-                raise InvalidEnvelope(f"record is a JSON {type(record).__name__}, not an object")
-        except (ValueError, RecursionError) as exc:
-            return await self.dead_letter(stop, key, raw, InvalidEnvelope(f"record is not JSON: {exc}"))
+            record = decode_object(self._check_size(raw))
         except InvalidEnvelope as exc:
             return await self.dead_letter(stop, key, raw, exc)
         try:
@@ -183,7 +187,9 @@ class Bus:
             self.stats[stop].delivered += 1
             return Outcome(stop, DELIVERED)
         if next_stop not in self.known_stops:
-            error = UnknownStop(f"route names unknown stop {next_stop!r} (known: {', '.join(sorted(self.known_stops))})")
+            error = UnknownStop(
+                f"route names unknown stop {next_stop!r} (known: {', '.join(sorted(self.known_stops))})"
+            )
             return await self.dead_letter(stop, key, envelope.to_bytes(), error)
         envelope.pop_next()
         await self.sender(next_stop, key, envelope.to_bytes())

@@ -9,14 +9,34 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import InvalidEnvelope
 
 ROUTE = "route"
 ORIGINAL_ROUTE = "original_route"
 HISTORICAL_ROUTE = "historical_route"
+
+
+def decode_object(raw: bytes | None) -> dict[str, Any]:
+    """Decode a JSON object from the wire; raise InvalidEnvelope saying exactly what is wrong."""
+    if raw is None:
+        raise InvalidEnvelope("empty value (no bytes)")
+    try:
+        value = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InvalidEnvelope(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except (ValueError, RecursionError) as exc:
+        raise InvalidEnvelope(f"value is not JSON: {str(exc)[:200]}") from None
+    if not isinstance(value, dict):
+        raise InvalidEnvelope(f"value is a JSON {_json_kind(value)}, not an object")
+    return value
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
 
 
 @dataclass
@@ -45,21 +65,11 @@ class Envelope:
     @classmethod
     def from_bytes(cls, raw: bytes | None) -> Envelope:
         """Decode a value from a stop's topic; raise InvalidEnvelope saying exactly what is wrong."""
-        if raw is None:
-            raise InvalidEnvelope("empty value (no bytes)")
-        try:
-            value = json.loads(raw)
-        except UnicodeDecodeError as exc:
-            raise InvalidEnvelope(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
-        except (ValueError, RecursionError) as exc:
-            raise InvalidEnvelope(f"value is not JSON: {exc}") from None
-        return cls.from_value(value)
+        return cls.from_value(decode_object(raw))
 
     @classmethod
-    def from_value(cls, value: Any) -> Envelope:
-        """Check a decoded JSON value against wire format v1."""
-        if not isinstance(value, dict):
-            raise InvalidEnvelope(f"value is a JSON {type(value).__name__}, not an object")
+    def from_value(cls, value: dict[str, Any]) -> Envelope:
+        """Check a decoded JSON object against wire format v1."""
         header = value.get("header")
         if not isinstance(header, dict):
             raise InvalidEnvelope("no 'header' object" if header is None else "'header' is not an object")

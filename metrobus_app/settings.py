@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ConfigError
 
@@ -31,6 +32,9 @@ class Settings:
     partitions: int = _setting(4, "METROBUS_PARTITIONS", "Partitions of every stop topic the bus creates.")
     source_topic: str = _setting("Source", "METROBUS_SOURCE_TOPIC", "Raw records enter the bus here.")
     error_topic: str = _setting("Error", "METROBUS_ERROR_TOPIC", "Dead-letter topic.")
+    stops: tuple[str, ...] = _setting(
+        (), "METROBUS_STOPS", "Comma-separated stops this worker runs (busdriver included); empty runs all."
+    )
     external_stops: tuple[str, ...] = _setting(
         (), "METROBUS_EXTERNAL_STOPS", "Comma-separated stops served outside this app (e.g. a 0.0.x stop)."
     )
@@ -61,8 +65,7 @@ class Settings:
     def describe(self) -> list[tuple[str, str, str, str]]:
         """Each setting as (environment variable, value, default, meaning)."""
         return [
-            (f.metadata["env"], _show(getattr(self, f.name)), _show(f.default), f.metadata["doc"])
-            for f in fields(self)
+            (f.metadata["env"], _show(getattr(self, f.name)), _show(f.default), f.metadata["doc"]) for f in fields(self)
         ]
 
 

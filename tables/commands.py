@@ -18,14 +18,34 @@ _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @app.command(
-    option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("data"), show_default=True,
-           help="Directory for emails.dat and whitelist.dat."),
-    option("--accounts", type=click.IntRange(1, 1_000_000), default=100_000, show_default=True,
-           help="Accounts 1000000.. (1000000 gives the seed's whole range)."),
-    option("--email-share", type=click.FloatRange(0, 1), default=0.8, show_default=True,
-           help="Share of accounts that have an email."),
-    option("--whitelist-share", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-           help="Share of those emails that are whitelisted."),
+    option(
+        "--out",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path("data"),
+        show_default=True,
+        help="Directory for emails.dat and whitelist.dat.",
+    ),
+    option(
+        "--accounts",
+        type=click.IntRange(1, 1_000_000),
+        default=100_000,
+        show_default=True,
+        help="Accounts 1000000.. (1000000 gives the seed's whole range).",
+    ),
+    option(
+        "--email-share",
+        type=click.FloatRange(0, 1),
+        default=0.8,
+        show_default=True,
+        help="Share of accounts that have an email.",
+    ),
+    option(
+        "--whitelist-share",
+        type=click.FloatRange(0, 1),
+        default=0.5,
+        show_default=True,
+        help="Share of those emails that are whitelisted.",
+    ),
     option("--seed", type=int, default=42, show_default=True, help="Same seed, same files."),
 )
 async def make_data(
@@ -35,7 +55,11 @@ async def make_data(
     total = round(accounts * email_share)
     with click.progressbar(length=total, label="emails", file=click.get_text_stream("stderr")) as bar:
         data = generate(
-            out, accounts=accounts, email_share=email_share, whitelist_share=whitelist_share, seed=seed,
+            out,
+            accounts=accounts,
+            email_share=email_share,
+            whitelist_share=whitelist_share,
+            seed=seed,
             progress=bar.update,
         )
     click.echo(f"wrote {data.emails} emails to {data.emails_path}, {data.whitelisted} of them to {data.whitelist_path}")
@@ -56,8 +80,9 @@ async def warm(self: AppCommand, emails_file: Path | None, whitelist_file: Path 
 
 async def _warm(cache: Cache, path: Path, reader) -> None:  # type: ignore[no-untyped-def]
     report = ReadReport(path)
-    with click.progressbar(length=_count_lines(path), label=f"warming {cache.name}",
-                           file=click.get_text_stream("stderr")) as bar:
+    with click.progressbar(
+        length=_count_lines(path), label=f"warming {cache.name}", file=click.get_text_stream("stderr")
+    ) as bar:
         sent = await cache.load(reader(path, report), progress=bar.update)
     click.echo(f"{cache.name}: {sent} entries written from {path}, {report.malformed} malformed lines skipped")
     for line in report.first_bad:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
 
 Pair = tuple[str, str]
 
@@ -44,6 +44,7 @@ def read_emails(path: Path, report: ReadReport) -> Iterator[Pair]:
 
 def read_whitelist(path: Path, report: ReadReport) -> Iterator[Pair]:
     """Yield (email, "1") from lines holding one email each."""
+
     def parse(line: str) -> Pair | str:
         email = line.strip()
         if "@" not in email or "," in email or " " in email:

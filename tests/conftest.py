@@ -1,0 +1,5 @@
+"""Shared test set-up: unit tests run the app on Faust's in-memory table store."""
+
+import os
+
+os.environ.setdefault("METROBUS_STORE", "memory://")
