@@ -86,8 +86,8 @@ class Bus:
         return cache
 
     async def declare_topics(self) -> None:
-        """Create the topics the bus sends to but may not consume: errors and external stops."""
-        for name in (self.settings.error_topic, *self.settings.external_stops):
+        """Create the topics this worker may send to without consuming them."""
+        for name in (self.settings.error_topic, *sorted(self.known_stops)):
             await self.topic(name).maybe_declare()
 
     def stop(self, name: str, *, concurrency: int = 1) -> Callable[[StopFunction], StopFunction]:

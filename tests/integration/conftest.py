@@ -1,0 +1,161 @@
+"""Integration fixtures: a fresh embedded broker per test, real worker processes, topic readers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+FAUST = [sys.executable, "-m", "faust", "-A", "metrobus_app"]
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture()
+def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
+        yield running
+
+
+def bus_env(broker: EmbeddedBroker, data_dir: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("METROBUS_")}
+    env.update(METROBUS_BROKER=broker.url, METROBUS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def run_cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run ``faust -A metrobus_app ARGS`` to completion and return what it printed."""
+    return subprocess.run([*FAUST, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+@dataclass
+class Worker:
+    """A ``faust -A metrobus_app worker`` process with its own data dir, web port and log."""
+
+    env: dict[str, str]
+    log_path: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        self.log = open(self.log_path, "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [*FAUST, "worker", "-l", "info", "--web-port", str(self.port)],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def wait_ready(self, timeout: float = 90) -> Worker:
+        deadline = time.monotonic() + timeout
+        while "[^Worker]: Ready" not in self.log_text():
+            assert self.process is not None and self.process.poll() is None, f"worker died:\n{self.log_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"worker not ready in {timeout} s:\n{self.log_text()[-3000:]}"
+            time.sleep(0.2)
+        return self
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as response:
+            return json.load(response)
+
+    def wait_for(self, path: str, check, timeout: float = 60) -> dict:  # type: ignore[no-untyped-def]
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.get(path)
+            if check(answer):
+                return answer
+            assert time.monotonic() < deadline, f"{path} never satisfied the check; last answer: {answer}"
+            time.sleep(0.3)
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@dataclass
+class WorkerFactory:
+    broker: EmbeddedBroker
+    tmp_path: Path
+    started: list[Worker] = field(default_factory=list)
+
+    def __call__(self, name: str = "worker", **env: str) -> Worker:
+        worker = Worker(
+            bus_env(self.broker, self.tmp_path / f"{name}-data", **env),
+            self.tmp_path / f"{name}.log",
+            free_port(),
+        )
+        self.started.append(worker.start())
+        return worker
+
+
+@pytest.fixture()
+def workers(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[WorkerFactory]:
+    factory = WorkerFactory(broker, tmp_path)
+    yield factory
+    for worker in factory.started:
+        worker.stop()
+
+
+def read_topic(broker: EmbeddedBroker, topic: str, expect: int, *, timeout: float = 60, settle: float = 2.0) -> list:
+    """Read a topic from the start, without joining a group: every record's (key, value).
+
+    Waits until ``expect`` records arrived, then ``settle`` seconds more, so that records
+    beyond the expected ones would be seen too.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False)
+    try:
+        deadline = time.monotonic() + timeout
+        partitions = None
+        while not partitions:
+            partitions = consumer.partitions_for_topic(topic)
+            assert partitions or time.monotonic() < deadline, f"topic {topic} never appeared"
+            time.sleep(0.2)
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        consumer.seek_to_beginning()
+        records: list = []
+        settled_at = None
+        while True:
+            for batch in consumer.poll(timeout_ms=200).values():
+                records.extend((r.key, r.value) for r in batch)
+            now = time.monotonic()
+            if len(records) >= expect:
+                settled_at = settled_at or now + settle
+                if now >= settled_at:
+                    return records
+            elif now > deadline:
+                return records
+    finally:
+        consumer.close()
+
+
+def produce(broker: EmbeddedBroker, topic: str, values: list[tuple[bytes | None, bytes | None]]) -> None:
+    """Send raw (key, value) pairs, as any Kafka client could."""
+    producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
+    for key, value in values:
+        producer.send(topic, key=key, value=value)
+    producer.flush()
+    producer.close()

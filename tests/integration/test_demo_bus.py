@@ -1,0 +1,85 @@
+"""The seed's demo bus, end to end: real broker, real worker, every record accounted for."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from agents.busdriver import DEFAULT_ROUTE, ROUTES
+from tables.files import ReadReport, read_emails, read_whitelist
+
+from .conftest import bus_env, read_topic, run_cli
+
+pytestmark = pytest.mark.integration
+
+ACCOUNTS, PUSHED = 2000, 1000
+
+
+def expected_fates(records: list[dict], emails: dict[str, str], whitelisted: set[str]) -> dict[str, set[int]]:
+    """Which records (by x) each stop's topic must see, and where each is dropped, from the data alone."""
+    seen: dict[str, set[int]] = {"AddEmail": set(), "WhiteList": set(), "Log": set()}
+    drops: Counter[str] = Counter()
+    for record in records:
+        route = ROUTES.get(record["message_type_code"], DEFAULT_ROUTE)
+        email = emails.get(str(record["account_number"]))
+        for stop in route:
+            seen[stop].add(record["x"])
+            if stop == "AddEmail" and email is None:
+                drops["no email for account"] += 1
+                break
+            if stop == "WhiteList" and email not in whitelisted:
+                drops["email not whitelisted"] += 1
+                break
+    return {**seen, "drops": drops}  # type: ignore[dict-item]
+
+
+def xs(records: list) -> list[int]:
+    return sorted(json.loads(value)["payload"]["x"] for _, value in records)
+
+
+def test_every_pushed_record_is_forwarded_to_the_end_or_dropped_for_a_reason(broker, workers, tmp_path):
+    env = bus_env(broker, tmp_path / "cli")
+    data = tmp_path / "data"
+    made = run_cli(env, "make-data", "--out", str(data), "--accounts", str(ACCOUNTS), "--seed", "3")
+    assert made.returncode == 0, made.stderr
+    warmed = run_cli(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
+    assert warmed.returncode == 0, warmed.stderr
+    assert "emails: 1600 entries written" in warmed.stdout
+    assert "whitelist: 800 entries written" in warmed.stdout
+
+    worker = workers().wait_ready()
+    worker.wait_for("/metrobus/caches/", lambda c: c == {"emails": {"entries": 1600}, "whitelist": {"entries": 800}})
+
+    pushed = run_cli(env, "push", "--count", str(PUSHED), "--accounts", str(ACCOUNTS), "--seed", "5")
+    assert pushed.returncode == 0, pushed.stderr
+
+    source = [json.loads(value) for _, value in read_topic(broker, "Source", PUSHED, settle=0)]
+    assert len(source) == PUSHED
+    emails = dict(read_emails(data / "emails.dat", ReadReport(data)))
+    whitelisted = {email for email, _ in read_whitelist(data / "whitelist.dat", ReadReport(data))}
+    expected = expected_fates(source, emails, whitelisted)
+    # The generated data must exercise every fate, or this test proves little.
+    assert all(expected[stop] for stop in ("AddEmail", "WhiteList", "Log"))
+    assert set(expected["drops"]) == {"no email for account", "email not whitelisted"}
+
+    for stop in ("AddEmail", "WhiteList", "Log"):
+        arrived = read_topic(broker, stop, len(expected[stop]))
+        assert xs(arrived) == sorted(expected[stop]), stop
+    for key, value in read_topic(broker, "Log", len(expected["Log"]), settle=0):
+        envelope = json.loads(value)
+        assert key == str(envelope["payload"]["account_number"]).encode()
+        assert envelope["payload"]["email"] == emails[str(envelope["payload"]["account_number"])]
+        assert envelope["header"]["historical_route"] == list(reversed(envelope["header"]["original_route"]))
+        assert envelope["header"]["route"] == []
+    assert read_topic(broker, "Error", 0, timeout=0, settle=1) == []
+
+    stats = worker.wait_for("/metrobus/stats/", lambda s: s["stops"].get("Log", {}).get("delivered") == len(expected["Log"]))
+    stops = stats["stops"]
+    assert stops["busdriver"]["forwarded_to"] == {"AddEmail": PUSHED}
+    assert stops["AddEmail"]["dropped_by_reason"] == {"no email for account": expected["drops"]["no email for account"]}
+    assert stops["WhiteList"]["dropped_by_reason"] == {"email not whitelisted": expected["drops"]["email not whitelisted"]}
+    assert stops["Log"]["received"] == stops["Log"]["delivered"] == len(expected["Log"])
+    delivered_or_dropped = stops["Log"]["delivered"] + sum(expected["drops"].values())
+    assert delivered_or_dropped == PUSHED

@@ -1,0 +1,75 @@
+"""A stop written against metrobus 0.0.x (a plain Kafka client) sits in the middle of our route."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from tables.files import ReadReport, read_emails, read_whitelist
+
+from .conftest import bus_env, read_topic, run_cli
+
+pytestmark = pytest.mark.integration
+
+
+def legacy_whitelist_stop(bootstrap: str, whitelist: set[str], stop: threading.Event) -> None:
+    """The seed's whitelist stop, as 0.0.x wrote it: pop route[-1], append to history, send JSON."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    while not (partitions := consumer.partitions_for_topic("WhiteList")):
+        time.sleep(0.1)
+    consumer.assign([TopicPartition("WhiteList", p) for p in partitions])
+    while not stop.is_set():
+        for batch in consumer.poll(timeout_ms=100).values():
+            for record in batch:
+                message = json.loads(record.value)
+                if message["payload"]["email"] not in whitelist:
+                    continue
+                message["payload"]["whitelist"] = True
+                next_topic = message["header"]["route"].pop()
+                message["header"]["historical_route"].append(next_topic)
+                producer.send(next_topic, key=record.key, value=json.dumps(message).encode())
+        producer.flush()
+    consumer.close()
+    producer.close()
+
+
+def test_a_0_0_x_stop_replaces_whitelist_between_our_stops(broker, workers, tmp_path):
+    env = bus_env(broker, tmp_path / "cli")
+    data = tmp_path / "data"
+    assert run_cli(env, "make-data", "--out", str(data), "--accounts", "500", "--seed", "9").returncode == 0
+    assert run_cli(env, "warm", "--emails", str(data / "emails.dat")).returncode == 0
+    worker = workers(METROBUS_STOPS="busdriver,AddEmail,Log").wait_ready()
+    worker.wait_for("/metrobus/caches/", lambda c: c["emails"]["entries"] == 400)
+    assert "metrobus.WhiteList" not in worker.log_text()
+
+    whitelist = {email for email, _ in read_whitelist(data / "whitelist.dat", ReadReport(data))}
+    stop = threading.Event()
+    legacy = threading.Thread(target=legacy_whitelist_stop, args=(broker.bootstrap, whitelist, stop), daemon=True)
+    legacy.start()
+    try:
+        assert run_cli(env, "push", "--count", "300", "--accounts", "500", "--seed", "2").returncode == 0
+        source = [json.loads(value) for _, value in read_topic(broker, "Source", 300, settle=0)]
+        emails = dict(read_emails(data / "emails.dat", ReadReport(data)))
+        expected = sorted(
+            r["x"]
+            for r in source
+            if str(r["account_number"]) in emails
+            and (r["message_type_code"] == "AUDIT" or emails[str(r["account_number"])] in whitelist)
+        )
+        delivered = read_topic(broker, "Log", len(expected))
+    finally:
+        stop.set()
+        legacy.join(timeout=10)
+
+    assert sorted(json.loads(value)["payload"]["x"] for _, value in delivered) == expected
+    through_legacy = [json.loads(v) for _, v in delivered if json.loads(v)["payload"].get("whitelist")]
+    assert through_legacy
+    for envelope in through_legacy:
+        assert envelope["header"]["historical_route"] == ["AddEmail", "WhiteList", "Log"]
+    stats = worker.wait_for("/metrobus/stats/", lambda s: s["stops"].get("Log", {}).get("delivered") == len(expected))
+    assert "WhiteList" not in stats["stops"]
