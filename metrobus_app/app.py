@@ -8,6 +8,7 @@ import faust
 from faust.transport import by_url
 
 from .bus import Bus
+from .commands import one_line_errors
 from .settings import Settings
 from .transport import Transport
 
@@ -20,6 +21,11 @@ class MetrobusApp(faust.App):
         super().__init__(settings.app_id, **options)
         self.bus = Bus(self, settings)
         self.task(self.bus.declare_topics)
+
+    def command(self, *options: Any, **kwargs: Any) -> Any:
+        """Faust's ``app.command``, with expected failures reported in one line (see ``one_line_errors``)."""
+        decorate = super().command(*options, **kwargs)
+        return lambda fun: decorate(one_line_errors(fun))
 
     def _new_transport(self) -> Any:
         url = self.conf.broker_consumer[0]

@@ -1,12 +1,40 @@
-"""Framework CLI commands, e.g. ``faust -A metrobus_app settings``."""
+"""Framework CLI commands (``faust -A metrobus_app settings``) and how every command reports errors."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 import click
 import faust
+from aiokafka.errors import KafkaError
 from faust.cli import AppCommand
 
+from .errors import MetrobusError
 from .settings import Settings
+
+CommandFunction = Callable[..., Awaitable[Any]]
+
+
+def one_line_errors(fun: CommandFunction) -> CommandFunction:
+    """Turn a command's expected failures into one line on stderr and a non-zero exit, not a traceback."""
+
+    @functools.wraps(fun)
+    async def run(self: AppCommand, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fun(self, *args, **kwargs)
+        except click.ClickException as exc:
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        except (MetrobusError, OSError) as exc:
+            click.echo(f"Error: {exc}", err=True)
+        except KafkaError as exc:
+            broker = self.app.settings.broker  # type: ignore[attr-defined]
+            click.echo(f"Error: cannot talk to the broker at {broker} ({type(exc).__name__}: {exc})", err=True)
+        raise SystemExit(1)
+
+    return run
 
 
 def register_commands(app: faust.App) -> None:

@@ -75,11 +75,15 @@ def test_every_pushed_record_is_forwarded_to_the_end_or_dropped_for_a_reason(bro
         assert envelope["header"]["route"] == []
     assert read_topic(broker, "Error", 0, timeout=0, settle=1) == []
 
-    stats = worker.wait_for("/metrobus/stats/", lambda s: s["stops"].get("Log", {}).get("delivered") == len(expected["Log"]))
+    stats = worker.wait_for(
+        "/metrobus/stats/", lambda s: s["stops"].get("Log", {}).get("delivered") == len(expected["Log"])
+    )
     stops = stats["stops"]
     assert stops["busdriver"]["forwarded_to"] == {"AddEmail": PUSHED}
     assert stops["AddEmail"]["dropped_by_reason"] == {"no email for account": expected["drops"]["no email for account"]}
-    assert stops["WhiteList"]["dropped_by_reason"] == {"email not whitelisted": expected["drops"]["email not whitelisted"]}
+    assert stops["WhiteList"]["dropped_by_reason"] == {
+        "email not whitelisted": expected["drops"]["email not whitelisted"]
+    }
     assert stops["Log"]["received"] == stops["Log"]["delivered"] == len(expected["Log"])
     delivered_or_dropped = stops["Log"]["delivered"] + sum(expected["drops"].values())
     assert delivered_or_dropped == PUSHED

@@ -1,0 +1,4 @@
+#!/usr/bin/env bash
+# Run the demo bus on this machine: installs what it needs, then broker, caches, worker, pusher.
+source "$(dirname "$0")/scripts/bootstrap.sh"
+exec .venv/bin/python scripts/demo.py "$@"

@@ -1,0 +1,163 @@
+"""Run the seed's demo bus on this machine: broker, data, caches, worker, pusher. Ctrl-C stops it all."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+import click
+
+from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
+FAUST = [sys.executable, "-m", "faust", "-A", "metrobus_app"]
+
+
+class DemoError(click.ClickException):
+    """A step of the demo failed; the message says which and where its log is."""
+
+
+def faust(env: dict[str, str], *args: str) -> None:
+    """Run a metrobus CLI command, showing its output; stop the demo if it fails."""
+    click.secho(f"$ faust -A metrobus_app {' '.join(args)}", fg="cyan")
+    if subprocess.run([*FAUST, *args], env=env, cwd=ROOT).returncode != 0:
+        raise DemoError(f"'faust -A metrobus_app {args[0]}' failed")
+
+
+def background(stack: ExitStack, env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
+    """Start a metrobus CLI command that runs until the demo stops."""
+    out = stack.enter_context(open(log, "wb"))  # noqa: SIM115
+    process = subprocess.Popen([*FAUST, *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    stack.callback(stop_process, process)
+    return process
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def wait_for_caches(worker: subprocess.Popen[bytes], url: str, log: Path, want: dict[str, int]) -> None:
+    """Wait until the worker serves its web port and holds every cache entry that was warmed."""
+    deadline = time.monotonic() + 180
+    while True:
+        if worker.poll() is not None:
+            raise DemoError(f"the worker stopped (exit code {worker.returncode}); see {log}")
+        try:
+            have = {name: info["entries"] for name, info in get_json(f"{url}caches/").items()}
+            click.echo(f"\r  caches: {have}, want {want}   ", nl=False)
+            if have == want:
+                click.echo()
+                return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise DemoError(f"the caches did not load within 3 minutes; see {log}")
+        time.sleep(1)
+
+
+def summary(stops: dict[str, dict]) -> str:
+    """One line: what each stop received, dropped, dead-lettered and delivered."""
+    parts = []
+    for name, counts in stops.items():
+        text = f"{name} {counts['received']} in"
+        for fate in ("dropped", "dead_lettered", "delivered"):
+            if counts[fate]:
+                text += f", {counts[fate]} {fate.replace('_', '-')}"
+        parts.append(text)
+    return " | ".join(parts)
+
+
+def count_lines(path: Path) -> int:
+    return sum(1 for line in path.open() if line.strip())
+
+
+@click.command()
+@click.option("--rate", type=click.FloatRange(min=0.1), default=20, show_default=True, help="Records per second.")
+@click.option("--accounts", type=click.IntRange(1, 1_000_000), default=100_000, show_default=True)
+@click.option("--duration", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds.")
+@click.option(
+    "--broker-port",
+    type=click.IntRange(1, 65535),
+    default=9092,
+    show_default=True,
+    help="Used when free, else any free port.",
+)
+@click.option(
+    "--web-port",
+    type=click.IntRange(1, 65535),
+    default=6066,
+    show_default=True,
+    help="Used when free, else any free port.",
+)
+def main(rate: float, accounts: int, duration: float | None, broker_port: int, web_port: int) -> None:
+    """Run the demo bus: pusher -> busdriver -> AddEmail -> WhiteList -> Log."""
+    state = ROOT / ".metrobus" / "demo"
+    # The embedded broker keeps nothing: worker state from an earlier run would not match it.
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    data = ROOT / "data" / f"demo-{accounts}"
+    with ExitStack() as stack:
+        broker = stack.enter_context(EmbeddedBroker(free_port(broker_port), log_path=state / "broker.log"))
+        click.secho(f"broker (Tansu, in memory) listening on {broker.bootstrap}", fg="green")
+        web_port = free_port(web_port)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("METROBUS_")}
+        env.update(METROBUS_BROKER=broker.url, METROBUS_DATA_DIR=str(state / "worker"), METROBUS_WEB_PORT=str(web_port))
+        if not (data / "whitelist.dat").exists():
+            faust(env, "make-data", "--out", str(data), "--accounts", str(accounts))
+        faust(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
+        worker_log = state / "worker.log"
+        worker = background(stack, env, worker_log, "worker", "-l", "info")
+        url = f"http://127.0.0.1:{web_port}/metrobus/"
+        click.echo(f"worker starting (log: {worker_log}); loading caches")
+        want = {"emails": count_lines(data / "emails.dat"), "whitelist": count_lines(data / "whitelist.dat")}
+        wait_for_caches(worker, url, worker_log, want)
+        pusher = background(
+            stack,
+            env,
+            state / "pusher.log",
+            "push",
+            "--count",
+            "1000000000",
+            "--rate",
+            str(rate),
+            "--accounts",
+            str(accounts),
+        )
+        click.secho("\nThe demo bus is running.", fg="green", bold=True)
+        click.echo(f"  what each stop did:  {url}stats/")
+        click.echo(f"  cache sizes:         {url}caches/")
+        click.echo(f"  one lookup:          {url}caches/emails/{1_000_000 + accounts - 1}")
+        click.echo(f"  worker log:          {worker_log}")
+        click.echo("Press Ctrl-C to stop (broker, worker and pusher stop with it).\n")
+        started = time.monotonic()
+        try:
+            while duration is None or time.monotonic() - started < duration:
+                time.sleep(min(5, duration or 5))
+                if worker.poll() is not None or pusher.poll() is not None:
+                    raise DemoError(f"a process of the demo stopped; see the logs in {state}")
+                click.echo(f"  {time.monotonic() - started:5.0f} s  " + summary(get_json(f"{url}stats/")["stops"]))
+        except KeyboardInterrupt:
+            click.echo("\nstopping")
+    click.echo("demo stopped")
+
+
+if __name__ == "__main__":
+    main()
