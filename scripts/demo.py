@@ -107,13 +107,27 @@ def count_lines(path: Path) -> int:
     show_default=True,
     help="Used when free, else any free port.",
 )
-def main(rate: float, accounts: int, duration: float | None, broker_port: int, web_port: int) -> None:
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=ROOT / "data",
+    help="Generated cache files are kept here between runs.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=ROOT / ".metrobus" / "demo",
+    help="Logs and worker state of this run (emptied at start).",
+)
+def main(
+    rate: float, accounts: int, duration: float | None, broker_port: int, web_port: int, data_dir: Path, state_dir: Path
+) -> None:
     """Run the demo bus: pusher -> busdriver -> AddEmail -> WhiteList -> Log."""
-    state = ROOT / ".metrobus" / "demo"
+    state = state_dir.resolve()
     # The embedded broker keeps nothing: worker state from an earlier run would not match it.
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
-    data = ROOT / "data" / f"demo-{accounts}"
+    data = data_dir.resolve() / f"demo-{accounts}"
     with ExitStack() as stack:
         broker = stack.enter_context(EmbeddedBroker(free_port(broker_port), log_path=state / "broker.log"))
         click.secho(f"broker (Tansu, in memory) listening on {broker.bootstrap}", fg="green")

@@ -29,9 +29,9 @@ def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
         yield running
 
 
-def bus_env(broker: EmbeddedBroker, data_dir: Path, **extra: str) -> dict[str, str]:
+def bus_env(broker_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("METROBUS_")}
-    env.update(METROBUS_BROKER=broker.url, METROBUS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
+    env.update(METROBUS_BROKER=broker_url, METROBUS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
     env.update(extra)
     return env
 
@@ -104,7 +104,7 @@ class WorkerFactory:
 
     def __call__(self, name: str = "worker", **env: str) -> Worker:
         worker = Worker(
-            bus_env(self.broker, self.tmp_path / f"{name}-data", **env),
+            bus_env(self.broker.url, self.tmp_path / f"{name}-data", **env),
             self.tmp_path / f"{name}.log",
             free_port(),
         )

@@ -40,7 +40,7 @@ def xs(records: list) -> list[int]:
 
 
 def test_every_pushed_record_is_forwarded_to_the_end_or_dropped_for_a_reason(broker, workers, tmp_path):
-    env = bus_env(broker, tmp_path / "cli")
+    env = bus_env(broker.url, tmp_path / "cli")
     data = tmp_path / "data"
     made = run_cli(env, "make-data", "--out", str(data), "--accounts", str(ACCOUNTS), "--seed", "3")
     assert made.returncode == 0, made.stderr

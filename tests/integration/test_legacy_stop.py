@@ -39,7 +39,7 @@ def legacy_whitelist_stop(bootstrap: str, whitelist: set[str], stop: threading.E
 
 
 def test_a_0_0_x_stop_replaces_whitelist_between_our_stops(broker, workers, tmp_path):
-    env = bus_env(broker, tmp_path / "cli")
+    env = bus_env(broker.url, tmp_path / "cli")
     data = tmp_path / "data"
     assert run_cli(env, "make-data", "--out", str(data), "--accounts", "500", "--seed", "9").returncode == 0
     assert run_cli(env, "warm", "--emails", str(data / "emails.dat")).returncode == 0
