@@ -8,7 +8,9 @@ import faust
 from faust.transport import by_url
 
 from .bus import Bus
+from .cache_loader import CacheLoader
 from .commands import one_line_errors
+from .credentials import broker_credentials
 from .settings import Settings
 from .transport import Transport
 
@@ -20,7 +22,12 @@ class MetrobusApp(faust.App):
         self.settings = settings
         super().__init__(settings.app_id, **options)
         self.bus = Bus(self, settings)
-        self.task(self.bus.declare_topics)
+        self.task(self.start_bus)
+
+    async def start_bus(self) -> None:
+        """Create the bus's topics, then load and follow the caches until the worker stops."""
+        await self.bus.declare_topics()
+        await CacheLoader(self, list(self.bus.caches.values())).run()
 
     def command(self, *options: Any, **kwargs: Any) -> Any:
         """Faust's ``app.command``, with expected failures reported in one line (see ``one_line_errors``)."""
@@ -38,6 +45,7 @@ def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> Met
     return MetrobusApp(
         settings,
         broker=settings.broker,
+        broker_credentials=broker_credentials(settings),
         store=settings.store,
         datadir=str(settings.data_dir),
         web_port=settings.web_port,

@@ -79,16 +79,29 @@ class Bus:
             return topic
 
     def cache(self, name: str, help: str = "") -> Cache:
-        """Declare a lookup cache (a GlobalTable every worker holds whole)."""
+        """Declare a lookup cache: a str -> str table every worker holds whole (see ``cache.py``)."""
         if name in self.caches:
             raise ValueError(f"cache {name!r} is declared twice")
-        cache = self.caches[name] = Cache(self.app, name, help)
+        cache = self.caches[name] = Cache(name, f"{self.settings.app_id}-{name}-changelog", help)
         return cache
+
+    def changelog_topic(self, cache: Cache) -> faust.TopicT:
+        """The compacted, single-partition topic that holds a cache's content."""
+        return self.app.topic(
+            cache.changelog, partitions=1, compacting=True, internal=True, key_serializer="raw", value_serializer="raw"
+        )
+
+    async def caches_ready(self) -> None:
+        """Wait until every cache has caught up with its changelog."""
+        for cache in self.caches.values():
+            await cache.ready.wait()
 
     async def declare_topics(self) -> None:
         """Create the topics this worker may send to without consuming them."""
         for name in (self.settings.error_topic, *sorted(self.known_stops)):
             await self.topic(name).maybe_declare()
+        for cache in self.caches.values():
+            await self.changelog_topic(cache).maybe_declare()
 
     def stop(self, name: str, *, concurrency: int = 1) -> Callable[[StopFunction], StopFunction]:
         """Declare a stop: ``fn(payload)`` returns the payload to go on, or None to drop it.
@@ -104,6 +117,7 @@ class Bus:
             self.stops[name] = fn
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
+                await self.caches_ready()
                 async for event in stream.events():
                     yield await self.handle(name, fn, event.key, event.value)
 

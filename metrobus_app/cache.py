@@ -1,58 +1,158 @@
-"""Lookup caches: Faust GlobalTables that every worker holds whole, warmed through their changelog."""
+"""Lookup caches: a str -> str table every worker holds whole, on RocksDB, fed by a compacted changelog.
+
+A cache's content is its changelog topic (``<app id>-<name>-changelog``, one partition,
+compacted; a record with no value removes its key). Warming writes that topic once, from
+any process; every worker tails it into its own RocksDB (``cache_loader.py``) and keeps the
+offset it applied in the same write batch, so a restarted worker reads only what is new.
+Lookups are a local RocksDB get: no network round trip, no Python dict of the whole cache.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import asyncio
+import shutil
+import struct
+from collections.abc import Iterable
+from pathlib import Path
 
-import faust
+from rocksdict import Options, Rdict, WriteBatch
 
-Progress = Callable[[int], None]
+Change = tuple[bytes, "bytes | None"]
+
+# Keys are UTF-8 text, and no UTF-8 text starts with 0xff: these can never collide with one.
+_OFFSET = b"\xffmetrobus:offset"
+_COUNT = b"\xffmetrobus:count"
+_LAST = b"\xffmetrobus:last"
+
+
+class MemoryCacheStore:
+    """A cache's entries in a dict: for tests and ``METROBUS_STORE=memory://``."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+        self.offset = -1
+        self.last = 0
+        self.get = self.data.get
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def apply(self, changes: Iterable[Change], offset: int, last: int = 0) -> None:
+        """Apply puts and deletes (value None); remember the changelog offset and record they end at."""
+        for key, value in changes:
+            if value is None:
+                self.data.pop(key, None)
+            else:
+                self.data[key] = value
+        self.offset, self.last = offset, last
+
+    def close(self) -> None:
+        self.data.clear()
+
+
+class RocksCacheStore:
+    """A cache's entries in RocksDB, with the applied offset and an exact entry count beside them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = Rdict(str(path), Options(raw_mode=True))
+        self.get = self.db.get
+        self.offset = _unpack(self.db.get(_OFFSET), -1)
+        self.last = _unpack(self.db.get(_LAST), 0)
+        self._count = _unpack(self.db.get(_COUNT), 0)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def apply(self, changes: Iterable[Change], offset: int, last: int = 0) -> None:
+        """Apply puts and deletes (value None), the offset and the last record's fingerprint atomically."""
+        batch = WriteBatch(raw_mode=True)
+        count = self._count
+        pending: dict[bytes, bool] = {}  # keys written earlier in this batch: present or not
+        for key, value in changes:
+            present = pending[key] if key in pending else self.db.get(key) is not None
+            if value is None:
+                if present:
+                    batch.delete(key)
+                    count -= 1
+            else:
+                batch.put(key, value)
+                count += not present
+            pending[key] = value is not None
+        batch.put(_OFFSET, struct.pack(">q", offset))
+        batch.put(_COUNT, struct.pack(">q", count))
+        batch.put(_LAST, struct.pack(">q", last))
+        self.db.write(batch)
+        self._count = count
+        self.offset, self.last = offset, last
+
+    def close(self) -> None:
+        self.db.close()
+
+    def destroy(self) -> None:
+        """Close and delete the database (its changelog no longer matches it)."""
+        self.db.close()
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _unpack(raw: bytes | None, default: int) -> int:
+    return default if raw is None else struct.unpack(">q", raw)[0]
 
 
 class Cache:
-    """A str -> str lookup table, local to every worker (RocksDB with the default store).
+    """One lookup cache as stops see it: ``cache.get(key)``, ``key in cache``, ``len(cache)``.
 
-    Warming writes straight to the table's changelog topic, once, from any process;
-    each worker's GlobalTable reads that changelog, and a restarted worker with its data
-    dir reads only what it has not seen. A value of None removes the key.
+    Stops of a worker do not start before every cache has caught up with its changelog
+    (``ready``), so a fresh worker never drops a message for want of a warm cache.
     """
 
-    def __init__(self, app: faust.App, name: str, help: str) -> None:
+    def __init__(self, name: str, changelog: str, help: str = "") -> None:
         self.name = name
-        self.app = app
-        # partitions=1, recovery_buffer_size=1: the remedy Faust's GlobalTable docstring
-        # gives for the endless recovery loop with several workers.
-        self.table = app.GlobalTable(
-            name,
-            key_type=str,
-            value_type=str,
-            partitions=1,
-            recovery_buffer_size=1,
-            help=help,
-        )
+        self.changelog = changelog
+        self.help = help
+        self.ready = asyncio.Event()
+        self.store: MemoryCacheStore | RocksCacheStore | None = None
+        self._get = _not_open
 
-    def get(self, key: str) -> str | None:
+    def open(self, store_url: str, data_dir: Path) -> MemoryCacheStore | RocksCacheStore:
+        """Open the local store: RocksDB under ``data_dir`` unless the URL says ``memory://``."""
+        if self.store is None:
+            if store_url.startswith("memory:"):
+                self.store = MemoryCacheStore()
+            else:
+                self.store = RocksCacheStore(data_dir / "caches" / self.name)
+            self._get = self.store.get
+        return self.store
+
+    def reset(self, store_url: str, data_dir: Path) -> MemoryCacheStore | RocksCacheStore:
+        """Throw the local store away and open an empty one."""
+        if isinstance(self.store, RocksCacheStore):
+            self.store.destroy()
+        elif self.store is not None:
+            self.store.close()
+        self.store = None
+        return self.open(store_url, data_dir)
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+            self._get = _not_open
+
+    def get(self, key: str | None) -> str | None:
         """The cached value of ``key``, or None."""
-        return None if key is None else self.table.get(key)
+        if key is None:
+            return None
+        value = self._get(key.encode())
+        return None if value is None else value.decode()
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self.table
+        return isinstance(key, str) and self._get(key.encode()) is not None
 
     def __len__(self) -> int:
-        return len(self.table)
+        return 0 if self.store is None else len(self.store)
 
-    async def load(self, items: Iterable[tuple[str, str | None]], progress: Progress | None = None) -> int:
-        """Write ``(key, value)`` pairs to the changelog (value None deletes); return how many."""
-        producer = await self.app.maybe_start_producer()
-        topic = self.table.changelog_topic
-        await topic.maybe_declare()
-        sent = 0
-        for key, value in items:
-            await topic.send(key=key, value=value, partition=0)
-            sent += 1
-            if progress is not None and sent % 10_000 == 0:
-                progress(10_000)
-        await producer.flush()
-        if progress is not None:
-            progress(sent % 10_000)
-        return sent
+
+def _not_open(key: bytes) -> bytes | None:
+    raise RuntimeError("this cache is not open here: lookups work in a worker (or after Cache.open)")

@@ -16,7 +16,12 @@ def _split(value: str) -> tuple[str, ...]:
 
 
 def _setting(default: Any, env: str, doc: str) -> Any:
-    return field(default=default, metadata={"env": env, "doc": doc})
+    # A password stays out of repr(settings) too, so no log line or traceback can carry it.
+    return field(default=default, repr=not _is_secret(env), metadata={"env": env, "doc": doc})
+
+
+def _is_secret(env: str) -> bool:
+    return "PASSWORD" in env
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,9 @@ class Settings:
     external_stops: tuple[str, ...] = _setting(
         (), "METROBUS_EXTERNAL_STOPS", "Comma-separated stops served outside this app (e.g. a 0.0.x stop)."
     )
+    redis_url: str = _setting(
+        "redis://127.0.0.1:6379/0", "METROBUS_REDIS_URL", "Redis that cache warms read from (--redis-url overrides)."
+    )
     fetch_wait_ms: int = _setting(
         10, "METROBUS_FETCH_WAIT_MS", "Longest a fetch waits for data; Faust hard-codes 1500 ms."
     )
@@ -48,6 +56,23 @@ class Settings:
         ("agents",), "METROBUS_MODULES", "Comma-separated packages of stops and commands the app discovers."
     )
     topic_replication: int = _setting(1, "METROBUS_REPLICATION", "Replication factor of created topics.")
+    security_protocol: str = _setting(
+        "PLAINTEXT", "METROBUS_SECURITY_PROTOCOL", "Broker security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: str = _setting(
+        "PLAIN", "METROBUS_SASL_MECHANISM", "SASL mechanism (SASL_*): PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    sasl_username: str = _setting("", "METROBUS_SASL_USERNAME", "SASL user name (SASL_* only).")
+    sasl_password: str = _setting("", "METROBUS_SASL_PASSWORD", "SASL password (SASL_* only); shown as *** when set.")
+    ssl_cafile: str = _setting(
+        "", "METROBUS_SSL_CAFILE", "CA bundle (PEM) to verify the broker with (SSL, SASL_SSL); empty: the system's CAs."
+    )
+    ssl_certfile: str = _setting(
+        "", "METROBUS_SSL_CERTFILE", "Client certificate (PEM) for brokers that require mutual TLS (SSL, SASL_SSL)."
+    )
+    ssl_keyfile: str = _setting(
+        "", "METROBUS_SSL_KEYFILE", "Private key (PEM) of METROBUS_SSL_CERTFILE when it is not in that file."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -59,17 +84,33 @@ class Settings:
             if raw is None or raw == "":
                 continue
             values[f.name] = _convert(f.metadata["env"], type(f.default), raw)
-        return cls(**values)
+        settings = cls(**values)
+        from .credentials import check_security  # not at the top: credentials.py uses this module
 
-    @classmethod
+        check_security(settings)
+        return settings
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """The broker URLs as a Kafka client's bootstrap list: ``host:port,host:port``."""
+        return ",".join(url.split("://", 1)[-1].strip("/") for url in self.broker.split(";") if url.strip())
+
     def describe(self) -> list[tuple[str, str, str, str]]:
-        """Each setting as (environment variable, value, default, meaning)."""
+        """Each setting as (environment variable, value, default, meaning); a set password shows as ``***``."""
         return [
-            (f.metadata["env"], _show(getattr(self, f.name)), _show(f.default), f.metadata["doc"]) for f in fields(self)
+            (
+                f.metadata["env"],
+                _show(f.metadata["env"], getattr(self, f.name)),
+                _show("", f.default),
+                f.metadata["doc"],
+            )
+            for f in fields(self)
         ]
 
 
-def _show(value: Any) -> str:
+def _show(env: str, value: Any) -> str:
+    if _is_secret(env):
+        return "***" if value else ""
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
 

@@ -1,20 +1,30 @@
-"""CLI commands of the caches: ``make-data`` writes demo files, ``warm`` loads them."""
+"""CLI commands of the caches: ``make-data`` writes demo files, ``warm`` loads, ``remove`` takes out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import click
-from faust.cli import AppCommand, option
+from faust.cli import AppCommand, argument, option
 
-from metrobus_app import app
+from metrobus_app import app, settings
 from metrobus_app.cache import Cache
+from metrobus_app.warming import WarmReport, plan_removal, plan_warm, read_changelog, write_changes
 
+from . import redis_source
 from .caches import emails, whitelist
 from .demo_data import generate
-from .files import ReadReport, read_emails, read_whitelist
+from .files import WHITELISTED, ReadReport, read_emails, read_keys, read_whitelist
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+CACHES = {"emails": emails, "whitelist": whitelist}
+Entries = Iterator[tuple[str, str]]
+
+
+def progressbar(label: str, length: int | None = None):  # type: ignore[no-untyped-def]
+    """A progress bar on stderr (shown on a terminal)."""
+    return click.progressbar(length=length, label=label, file=click.get_text_stream("stderr"))  # type: ignore[arg-type]
 
 
 @app.command(
@@ -52,8 +62,7 @@ async def make_data(
     self: AppCommand, out: Path, accounts: int, email_share: float, whitelist_share: float, seed: int
 ) -> None:
     """Generate the demo's cache files (deterministic for a seed)."""
-    total = round(accounts * email_share)
-    with click.progressbar(length=total, label="emails", file=click.get_text_stream("stderr")) as bar:
+    with progressbar("emails", round(accounts * email_share)) as bar:
         data = generate(
             out,
             accounts=accounts,
@@ -68,25 +77,97 @@ async def make_data(
 @app.command(
     option("--emails", "emails_file", type=_existing_file, help="emails.dat: 'account,email' per line."),
     option("--whitelist", "whitelist_file", type=_existing_file, help="whitelist.dat: one email per line."),
+    option("--emails-hash", help="Redis hash: account -> email."),
+    option("--emails-keys", help="Redis string keys by pattern, e.g. 'email:*' (account after the last ':')."),
+    option("--whitelist-set", help="Redis set of whitelisted emails."),
+    option("--redis-url", default=None, help="Redis to read from [default: METROBUS_REDIS_URL]."),
+    option("--replace", is_flag=True, help="Also remove the entries the source does not have."),
 )
-async def warm(self: AppCommand, emails_file: Path | None, whitelist_file: Path | None) -> None:
-    """Load cache files into the caches every worker holds."""
-    if emails_file is None and whitelist_file is None:
-        raise click.UsageError("name at least one file: --emails PATH and/or --whitelist PATH")
-    for cache, path, reader in ((emails, emails_file, read_emails), (whitelist, whitelist_file, read_whitelist)):
-        if path is not None:
-            await _warm(cache, path, reader)
+async def warm(
+    self: AppCommand,
+    emails_file: Path | None,
+    whitelist_file: Path | None,
+    emails_hash: str | None,
+    emails_keys: str | None,
+    whitelist_set: str | None,
+    redis_url: str | None,
+    replace: bool,
+) -> None:
+    """Load caches from files or Redis; only the difference is written, every worker gets it."""
+    redis_url = redis_url or settings.redis_url
+    plans: list[tuple[Cache, Callable[[], Entries], str]] = []
+    for cache, sources in (
+        (emails, {"--emails": emails_file, "--emails-hash": emails_hash, "--emails-keys": emails_keys}),
+        (whitelist, {"--whitelist": whitelist_file, "--whitelist-set": whitelist_set}),
+    ):
+        given = {flag: value for flag, value in sources.items() if value is not None}
+        if len(given) > 1:
+            raise click.UsageError(f"one source per cache: {' and '.join(given)} both fill {cache.name}")
+        if given:
+            [(flag, source)] = given.items()
+            plans.append((cache, _reader(cache, flag, source, redis_url), str(source)))
+    if not plans:
+        raise click.UsageError("name a source: --emails/--emails-hash/--emails-keys and/or --whitelist/--whitelist-set")
+    for cache, read, source in plans:
+        entries = list(read())  # read the whole source first: a failure leaves the cache as it was
+        current = await read_changelog(settings, cache.changelog)
+        changes, report = plan_warm(cache.name, current, entries, replace=replace)
+        await _write(cache, changes, report, f"from {source}")
 
 
-async def _warm(cache: Cache, path: Path, reader) -> None:  # type: ignore[no-untyped-def]
-    report = ReadReport(path)
-    with click.progressbar(
-        length=_count_lines(path), label=f"warming {cache.name}", file=click.get_text_stream("stderr")
-    ) as bar:
-        sent = await cache.load(reader(path, report), progress=bar.update)
-    click.echo(f"{cache.name}: {sent} entries written from {path}, {report.malformed} malformed lines skipped")
-    for line in report.first_bad:
-        click.echo(f"  {line}", err=True)
+def _reader(cache: Cache, flag: str, source: object, redis_url: str) -> Callable[[], Entries]:
+    """How to read one source; it reports malformed lines of files as it goes."""
+    if isinstance(source, Path):
+        parse = read_emails if cache is emails else read_whitelist
+
+        def read_file() -> Entries:
+            report = ReadReport(source)
+            with progressbar(f"reading {source}", _count_lines(source)) as bar:
+                yield from parse(source, report, progress=bar.update)
+            _say_malformed(report)
+
+        return read_file
+
+    def read_redis() -> Entries:
+        client = redis_source.connect(redis_url)
+        if flag == "--emails-hash":
+            return redis_source.read_hash(client, str(source))
+        if flag == "--whitelist-set":
+            return redis_source.read_set(client, str(source), WHITELISTED)
+        return redis_source.read_keys(client, str(source))
+
+    return read_redis
+
+
+@app.command(
+    argument("cache_name", type=click.Choice(sorted(CACHES))),
+    argument("keys", nargs=-1),
+    option("--file", "keys_file", type=_existing_file, help="Keys, one a line (text after a ',' is ignored)."),
+)
+async def remove(self: AppCommand, cache_name: str, keys: tuple[str, ...], keys_file: Path | None) -> None:
+    """Remove keys from a cache (e.g. emails taken off the whitelist) on every worker."""
+    wanted = list(keys)
+    if keys_file is not None:
+        wanted.extend(read_keys(keys_file))
+    if not wanted:
+        raise click.UsageError("name the keys to remove, or --file FILE")
+    cache = CACHES[cache_name]
+    current = await read_changelog(settings, cache.changelog)
+    changes, report = plan_removal(cache.name, current, wanted)
+    await _write(cache, changes, report, "")
+
+
+async def _write(cache: Cache, changes: list, report: WarmReport, source: str) -> None:  # type: ignore[type-arg]
+    with progressbar(f"writing {cache.name}", len(changes)) as bar:
+        await write_changes(app, cache, changes, progress=bar.update)
+    click.echo(f"{report.summary()} {source}".rstrip())
+
+
+def _say_malformed(report: ReadReport) -> None:
+    if report.malformed:
+        click.echo(f"{report.path}: {report.malformed} malformed lines skipped, first:", err=True)
+        for line in report.first_bad:
+            click.echo(f"  {line}", err=True)
 
 
 def _count_lines(path: Path) -> int:

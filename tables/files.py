@@ -27,7 +27,10 @@ class ReadReport:
             self.first_bad.append(f"{self.path}:{number}: {why}: {line[:80]!r}")
 
 
-def read_emails(path: Path, report: ReadReport) -> Iterator[Pair]:
+Progress = Callable[[int], None]
+
+
+def read_emails(path: Path, report: ReadReport, progress: Progress | None = None) -> Iterator[Pair]:
     """Yield (account, email) from lines ``1234567,someone@example.com``."""
 
     def parse(line: str) -> Pair | str:
@@ -39,10 +42,10 @@ def read_emails(path: Path, report: ReadReport) -> Iterator[Pair]:
             return "not an email address"
         return account, email
 
-    return _read(path, report, parse)
+    return _read(path, report, parse, progress)
 
 
-def read_whitelist(path: Path, report: ReadReport) -> Iterator[Pair]:
+def read_whitelist(path: Path, report: ReadReport, progress: Progress | None = None) -> Iterator[Pair]:
     """Yield (email, "1") from lines holding one email each."""
 
     def parse(line: str) -> Pair | str:
@@ -51,12 +54,25 @@ def read_whitelist(path: Path, report: ReadReport) -> Iterator[Pair]:
             return "not an email address"
         return email, WHITELISTED
 
-    return _read(path, report, parse)
+    return _read(path, report, parse, progress)
 
 
-def _read(path: Path, report: ReadReport, parse: Callable[[str], Pair | str]) -> Iterator[Pair]:
+def read_keys(path: Path) -> Iterator[str]:
+    """Keys to remove, one a line; anything after a ',' is ignored, so either .dat format works."""
+    with open(path, encoding="utf-8", errors="replace") as lines:
+        for line in lines:
+            key = line.split(",", 1)[0].strip()
+            if key:
+                yield key
+
+
+def _read(
+    path: Path, report: ReadReport, parse: Callable[[str], Pair | str], progress: Progress | None
+) -> Iterator[Pair]:
     with open(path, encoding="utf-8", errors="replace") as lines:
         for number, line in enumerate(lines, 1):
+            if progress is not None and number % 10_000 == 0:
+                progress(10_000)
             if not line.strip():
                 continue
             parsed = parse(line)

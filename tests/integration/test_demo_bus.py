@@ -46,8 +46,8 @@ def test_every_pushed_record_is_forwarded_to_the_end_or_dropped_for_a_reason(bro
     assert made.returncode == 0, made.stderr
     warmed = run_cli(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
     assert warmed.returncode == 0, warmed.stderr
-    assert "emails: 1600 entries written" in warmed.stdout
-    assert "whitelist: 800 entries written" in warmed.stdout
+    assert "emails: 1600 added, 0 changed, 0 removed, 0 unchanged; 1600 entries now" in warmed.stdout
+    assert "whitelist: 800 added, 0 changed, 0 removed, 0 unchanged; 800 entries now" in warmed.stdout
 
     worker = workers().wait_ready()
     worker.wait_for("/metrobus/caches/", lambda c: c == {"emails": {"entries": 1600}, "whitelist": {"entries": 800}})

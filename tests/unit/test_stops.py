@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,12 +18,19 @@ from tables.files import WHITELISTED
 
 @pytest.fixture()
 def caches(test_app):
-    emails.table.data["1000001"] = "ann.1000001@example.com"
-    emails.table.data["1000002"] = "bob.1000002@example.com"
-    whitelist.table.data["ann.1000001@example.com"] = WHITELISTED
+    fill(emails, {"1000001": "ann.1000001@example.com", "1000002": "bob.1000002@example.com"})
+    fill(whitelist, {"ann.1000001@example.com": WHITELISTED})
     yield
     for cache in (emails, whitelist):
-        cache.table.data.clear()
+        cache.close()
+        cache.ready.clear()
+
+
+def fill(cache, entries: dict[str, str]) -> None:
+    """Fill a cache's in-memory store as its changelog would, and mark it caught up."""
+    store = cache.open("memory://", Path("unused"))
+    store.apply(((k.encode(), v.encode()) for k, v in entries.items()), offset=len(entries) - 1)
+    cache.ready.set()
 
 
 async def through(stop: str, payload: dict, route_ahead: list[str]) -> dict | None:
