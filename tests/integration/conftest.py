@@ -51,6 +51,7 @@ class Worker:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
+        self.log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.log = open(self.log_path, "ab")  # noqa: SIM115
         self.process = subprocess.Popen(
             [*FAUST, "worker", "-l", "info", "--web-port", str(self.port)],
@@ -83,7 +84,10 @@ class Worker:
             time.sleep(0.3)
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        """What this run of the worker logged (a restart appends to the same file)."""
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_start)
+            return log.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
