@@ -4,15 +4,15 @@ import os
 
 os.environ.setdefault("METROBUS_STORE", "memory://")
 
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 
-import pytest  # noqa: E402
-import redis  # noqa: E402
+import pytest
+import redis
 
-from metrobus_app.embedded_broker import free_port  # noqa: E402
+from metrobus_app.embedded_broker import free_port
 
 
 @pytest.fixture()
@@ -22,7 +22,19 @@ def redis_url(tmp_path) -> Iterator[str]:
     assert binary, "redis-server is not installed: apt-get install redis-server (.ci/run does it)"
     port = free_port()
     process = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"

@@ -40,7 +40,7 @@ def test_cache_lookups_and_reset(tmp_path):
         cache.get("1")
     store = cache.open("rocksdb://", tmp_path)
     assert (tmp_path / "caches" / "emails").is_dir()
-    store.apply([(b"1000001", "ann@example.com".encode())], offset=0)
+    store.apply([(b"1000001", b"ann@example.com")], offset=0)
     assert cache.get("1000001") == "ann@example.com"
     assert cache.get("1000002") is None
     assert cache.get(None) is None

@@ -1,7 +1,6 @@
 """Reading cache entries from a real Redis with SCAN-family cursors."""
 
 import pytest
-import redis
 
 from tables.redis_source import RedisSourceError, connect, read_hash, read_keys, read_set, redacted
 
