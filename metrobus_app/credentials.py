@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import os
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import faust
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from faust.types.auth import CredentialsT
 
 from .errors import ConfigError
@@ -75,6 +76,7 @@ def check_security(settings: Settings) -> None:
     for env, path in files:
         if path and not os.path.isfile(path):
             raise ConfigError(f"{env}={path!r} is not a file")
+    ssl_context(settings)  # the files must also be what they claim to be: PEM, a key that fits
 
 
 def broker_credentials(settings: Settings) -> CredentialsT | None:
@@ -93,6 +95,15 @@ def broker_credentials(settings: Settings) -> CredentialsT | None:
         mechanism=settings.sasl_mechanism,
         ssl_context=context,
     )
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The same security as keyword arguments of a plain aiokafka client (``AIOKafkaConsumer(**...)``).
+
+    For the clients metrobus makes itself, outside Faust's producer and consumer: without
+    these they would talk PLAINTEXT to a broker that wants TLS or SASL.
+    """
+    return dict(credentials_to_aiokafka_auth(broker_credentials(settings)))
 
 
 def ssl_context(settings: Settings) -> ssl.SSLContext:
