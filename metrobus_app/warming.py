@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from .cache import Cache, Change
+from .cache_loader import changelog_consumer
 from .settings import Settings
 
 Progress = Callable[[int], None]
@@ -38,14 +39,7 @@ class WarmReport:
 
 async def read_changelog(settings: Settings, topic: str, progress: Progress | None = None) -> dict[bytes, bytes]:
     """The content of a cache as its changelog holds it now (empty if the topic does not exist)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=100,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
+    consumer = changelog_consumer(settings)
     await consumer.start()
     try:
         if topic not in await consumer.topics():

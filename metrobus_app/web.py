@@ -24,10 +24,11 @@ class StatsView(web.View):
 
 @blueprint.route("/caches/", name="caches")
 class CachesView(web.View):
-    """How many entries each lookup cache holds in this worker."""
+    """How many entries each lookup cache holds in this worker, and whether it has caught up."""
 
     async def get(self, request: web.Request) -> web.Response:
-        return self.json({name: {"entries": len(cache)} for name, cache in _bus(self).caches.items()})
+        caches = _bus(self).caches.items()
+        return self.json({name: {"entries": len(cache), "ready": cache.ready.is_set()} for name, cache in caches})
 
 
 @blueprint.route("/caches/{name}/{key}", name="cache-lookup")

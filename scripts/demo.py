@@ -61,9 +61,10 @@ def wait_for_caches(worker: subprocess.Popen[bytes], url: str, log: Path, want: 
         if worker.poll() is not None:
             raise DemoError(f"the worker stopped (exit code {worker.returncode}); see {log}")
         try:
-            have = {name: info["entries"] for name, info in get_json(f"{url}caches/").items()}
+            caches = get_json(f"{url}caches/")
+            have = {name: info["entries"] for name, info in caches.items()}
             click.echo(f"\r  caches: {have}, want {want}   ", nl=False)
-            if have == want:
+            if have == want and all(info["ready"] for info in caches.values()):
                 click.echo()
                 return
         except OSError:

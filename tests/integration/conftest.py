@@ -83,6 +83,14 @@ class Worker:
             assert time.monotonic() < deadline, f"{path} never satisfied the check; last answer: {answer}"
             time.sleep(0.3)
 
+    def wait_caches(self, want: dict[str, int], timeout: float = 60) -> None:
+        """Wait until the worker's caches have caught up and hold ``want`` entries."""
+
+        def holds(got: dict) -> bool:
+            return all(c["ready"] for c in got.values()) and {k: c["entries"] for k, c in got.items()} == want
+
+        self.wait_for("/metrobus/caches/", holds, timeout)
+
     def log_text(self) -> str:
         """What this run of the worker logged (a restart appends to the same file)."""
         with open(self.log_path, "rb") as log:

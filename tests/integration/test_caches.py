@@ -44,14 +44,6 @@ def cli(broker, tmp_path) -> Cli:
     return Cli(bus_env(broker.url, tmp_path / "cli"))
 
 
-def counts(worker) -> dict[str, int]:
-    return {name: info["entries"] for name, info in worker.get("/metrobus/caches/").items()}
-
-
-def wait_counts(worker, want: dict[str, int]) -> None:
-    worker.wait_for("/metrobus/caches/", lambda got: {k: v["entries"] for k, v in got.items()} == want)
-
-
 def lookup(worker, cache: str, key: str) -> str | None:
     return worker.get(f"/metrobus/caches/{cache}/{urllib.parse.quote(key)}")["value"]
 
@@ -61,7 +53,7 @@ def test_warm_rewarm_remove_and_replace_from_files(cli, workers, files, tmp_path
     out = cli("warm", "--emails", str(files / "emails.dat"), "--whitelist", str(files / "whitelist.dat"))
     assert "emails: 300 added, 0 changed, 0 removed, 0 unchanged; 300 entries now" in out
     assert "whitelist: 100 added, 0 changed, 0 removed, 0 unchanged; 100 entries now" in out
-    wait_counts(worker, {"emails": 300, "whitelist": 100})
+    worker.wait_caches({"emails": 300, "whitelist": 100})
     assert lookup(worker, "emails", "1000007") == "user7@example.com"
     assert lookup(worker, "whitelist", "user3@example.com") == "1"
 
@@ -72,7 +64,7 @@ def test_warm_rewarm_remove_and_replace_from_files(cli, workers, files, tmp_path
     removed.write_text("user0@example.com\nuser3@example.com\nnobody@example.com\n")
     out = cli("remove", "whitelist", "--file", str(removed))
     assert "whitelist: 0 added, 0 changed, 2 removed, 1 unchanged; 98 entries now" in out
-    wait_counts(worker, {"emails": 300, "whitelist": 98})
+    worker.wait_caches({"emails": 300, "whitelist": 98})
     assert lookup(worker, "whitelist", "user3@example.com") is None
     assert lookup(worker, "whitelist", "user6@example.com") == "1"
 
@@ -82,7 +74,7 @@ def test_warm_rewarm_remove_and_replace_from_files(cli, workers, files, tmp_path
     assert replaced.returncode == 0, replaced.stderr
     assert "emails: 0 added, 1 changed, 298 removed, 1 unchanged; 2 entries now" in replaced.stdout
     assert f"{smaller}:3: expected 'account,email'" in replaced.stderr
-    wait_counts(worker, {"emails": 2, "whitelist": 98})
+    worker.wait_caches({"emails": 2, "whitelist": 98})
     assert lookup(worker, "emails", "1000001") == "new1@example.com"
     assert lookup(worker, "emails", "1000007") is None
 
@@ -95,13 +87,13 @@ def test_warm_from_redis_hash_set_and_keys_and_a_set_diff(cli, workers, redis_ur
     worker = workers().wait_ready()
 
     cli("warm", "--emails-hash", "account_emails", "--whitelist-set", "whitelist", "--redis-url", redis_url)
-    wait_counts(worker, {"emails": 300, "whitelist": 100})
+    worker.wait_caches({"emails": 300, "whitelist": 100})
 
     client.srem("whitelist", "user0@example.com", "user3@example.com")
     client.sadd("whitelist", "extra@example.com")
     out = cli("warm", "--whitelist-set", "whitelist", "--replace", "--redis-url", redis_url)
     assert "whitelist: 1 added, 0 changed, 2 removed, 98 unchanged; 99 entries now" in out
-    wait_counts(worker, {"emails": 300, "whitelist": 99})
+    worker.wait_caches({"emails": 300, "whitelist": 99})
     assert lookup(worker, "whitelist", "extra@example.com") == "1"
     assert lookup(worker, "whitelist", "user0@example.com") is None
 
@@ -137,18 +129,18 @@ def test_a_failed_warm_says_why_in_one_line_and_changes_nothing(broker, tmp_path
 def test_a_restarted_worker_resumes_and_an_empty_one_loads_everything(cli, workers, files, tmp_path):
     cli("warm", "--emails", str(files / "emails.dat"), "--whitelist", str(files / "whitelist.dat"))
     first = workers("first").wait_ready()
-    wait_counts(first, {"emails": 300, "whitelist": 100})
+    first.wait_caches({"emails": 300, "whitelist": 100})
     first.stop()
     cli("remove", "emails", "1000001", "1000002")
 
     again = workers("first").wait_ready()  # the same data dir
-    wait_counts(again, {"emails": 298, "whitelist": 100})
+    again.wait_caches({"emails": 298, "whitelist": 100})
     assert "cache emails: resuming after offset 299 with 300 entries" in again.log_text()
     assert "reloading" not in again.log_text()
 
     shutil.rmtree(tmp_path / "fresh-data", ignore_errors=True)
     fresh = workers("fresh").wait_ready()
-    wait_counts(fresh, {"emails": 298, "whitelist": 100})
+    fresh.wait_caches({"emails": 298, "whitelist": 100})
     assert "resuming" not in fresh.log_text()
 
 
@@ -158,14 +150,14 @@ def test_worker_state_from_another_broker_is_reloaded(cli, workers, files, tmp_p
         assert warmed.returncode == 0
         worker = Worker(bus_env(old.url, tmp_path / "stale-data"), tmp_path / "old.log", free_port()).start()
         try:
-            wait_counts(worker.wait_ready(), {"emails": 300, "whitelist": 0})
+            worker.wait_ready().wait_caches({"emails": 300, "whitelist": 0})
         finally:
             worker.stop()
     one = tmp_path / "one.dat"
     one.write_text("1000042,only@example.com\n")
     cli("warm", "--emails", str(one))
     stale = workers("stale").wait_ready()  # the old data dir, a new broker with other content
-    wait_counts(stale, {"emails": 1, "whitelist": 0})
+    stale.wait_caches({"emails": 1, "whitelist": 0})
     assert lookup(stale, "emails", "1000042") == "only@example.com"
     assert "reloading" in stale.log_text()
 
@@ -174,13 +166,13 @@ def test_every_worker_holds_the_whole_cache(cli, workers, files, tmp_path):
     running = [workers(f"w{i}").wait_ready() for i in range(3)]
     cli("warm", "--emails", str(files / "emails.dat"), "--whitelist", str(files / "whitelist.dat"))
     for worker in running:
-        wait_counts(worker, {"emails": 300, "whitelist": 100})
+        worker.wait_caches({"emails": 300, "whitelist": 100})
     cli("remove", "whitelist", "user0@example.com")
     replacement = tmp_path / "replace.dat"
     replacement.write_text("".join(f"{a},{e}\n" for a, e in list(EMAILS.items())[:150]))
     cli("warm", "--emails", str(replacement), "--replace")
     for worker in running:
-        wait_counts(worker, {"emails": 150, "whitelist": 99})
+        worker.wait_caches({"emails": 150, "whitelist": 99})
         assert lookup(worker, "emails", "1000149") == "user149@example.com"
         assert lookup(worker, "emails", "1000150") is None
 

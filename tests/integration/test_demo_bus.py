@@ -50,7 +50,7 @@ def test_every_pushed_record_is_forwarded_to_the_end_or_dropped_for_a_reason(bro
     assert "whitelist: 800 added, 0 changed, 0 removed, 0 unchanged; 800 entries now" in warmed.stdout
 
     worker = workers().wait_ready()
-    worker.wait_for("/metrobus/caches/", lambda c: c == {"emails": {"entries": 1600}, "whitelist": {"entries": 800}})
+    worker.wait_caches({"emails": 1600, "whitelist": 800})
 
     pushed = run_cli(env, "push", "--count", str(PUSHED), "--accounts", str(ACCOUNTS), "--seed", "5")
     assert pushed.returncode == 0, pushed.stderr

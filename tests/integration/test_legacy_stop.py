@@ -44,7 +44,7 @@ def test_a_0_0_x_stop_replaces_whitelist_between_our_stops(broker, workers, tmp_
     assert run_cli(env, "make-data", "--out", str(data), "--accounts", "500", "--seed", "9").returncode == 0
     assert run_cli(env, "warm", "--emails", str(data / "emails.dat")).returncode == 0
     worker = workers(METROBUS_STOPS="busdriver,AddEmail,Log").wait_ready()
-    worker.wait_for("/metrobus/caches/", lambda c: c["emails"]["entries"] == 400)
+    worker.wait_caches({"emails": 400, "whitelist": 0})
     assert "metrobus.WhiteList" not in worker.log_text()
 
     whitelist = {email for email, _ in read_whitelist(data / "whitelist.dat", ReadReport(data))}

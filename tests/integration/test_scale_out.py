@@ -56,7 +56,7 @@ def test_two_workers_share_the_partitions_and_the_work(broker, workers, tmp_path
     assert sorted(shares[url(a)] + shares[url(b)]) == list(range(PARTITIONS))
     # Every worker holds every cache whole, whatever partitions it got.
     for worker in (a, b):
-        worker.wait_for("/metrobus/caches/", lambda c: c == {"emails": {"entries": 400}, "whitelist": {"entries": 200}})
+        worker.wait_caches({"emails": 400, "whitelist": 200})
 
     pushed = run_cli(env, "push", "--count", str(PUSHED), "--accounts", str(ACCOUNTS), "--seed", "5")
     assert pushed.returncode == 0, pushed.stderr
