@@ -1,0 +1,172 @@
+"""The raw relay: the demo bus's four hops by hand, with plain aiokafka and no framework.
+
+The baseline of ``bus_benchmark.py``. One process, one consumer assigned every partition of
+``Source``, ``AddEmail``, ``WhiteList`` and ``Log`` (no group, so no rebalance), one producer:
+
+    Source    -> decode the JSON record, stamp the envelope (route by message_type_code), pop the route
+    AddEmail  -> decode, look up the email in a dict loaded from emails.dat (drop when none), pop
+    WhiteList -> decode, check the email against a set loaded from whitelist.dat (drop when absent), pop
+    Log       -> decode, count it delivered
+
+Each hop encodes the envelope as metrobus does (wire format v1, compact JSON) and sends it on
+with the key unchanged. The transport settings are the bus's: the fetch wait is
+``--fetch-wait-ms`` (METROBUS_FETCH_WAIT_MS of the bus), the producer's linger 1 ms and acks all
+(Faust's ``producer_linger_ms=1`` as metrobus sets it, and Faust's default acks).
+
+It prints ``ready`` on stdout once it is assigned and positioned, and runs until SIGTERM/SIGINT.
+Plain argparse and no import of metrobus, so its CPU and memory are those of a bare relay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+import uuid
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+TOPICS = ("Source", "AddEmail", "WhiteList", "Log")
+
+
+def load_emails(path: str) -> dict[str, str]:
+    emails = {}
+    with open(path, encoding="utf-8") as lines:
+        for line in lines:
+            account, sep, email = line.strip().partition(",")
+            if sep:
+                emails[account] = email
+    return emails
+
+
+def load_whitelist(path: str) -> set[str]:
+    with open(path, encoding="utf-8") as lines:
+        return {line.strip() for line in lines if line.strip()}
+
+
+class Relay:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.emails = load_emails(args.emails)
+        self.whitelist = load_whitelist(args.whitelist)
+        self.routes: dict[str, list[str]] = json.loads(args.routes)
+        self.default_route: list[str] = args.default_route.split(",")
+        self.counts = {"received": 0, "forwarded": 0, "delivered": 0, "dropped": 0}
+        self.producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=1, acks="all")
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=args.bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=args.fetch_wait_ms,
+        )
+        self.handlers = {
+            "Source": self.busdriver,
+            "AddEmail": self.add_email,
+            "WhiteList": self.check_whitelist,
+            "Log": self.log,
+        }
+
+    async def start(self) -> None:
+        await self.producer.start()
+        await self.consumer.start()
+        partitions = []
+        for topic in TOPICS:
+            found = None
+            while not found:
+                found = self.consumer.partitions_for_topic(topic)
+                if not found:
+                    await self.consumer._client.force_metadata_update()
+            partitions.extend(TopicPartition(topic, p) for p in sorted(found))
+        self.consumer.assign(partitions)
+        await self.consumer.seek_to_beginning()
+        for tp in partitions:  # resolve every position now, so the first message pays no lookup
+            await self.consumer.position(tp)
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+        await self.producer.stop()
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            batches = await self.consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                handler = self.handlers[tp.topic]
+                for record in records:
+                    self.counts["received"] += 1
+                    await handler(record.key, record.value)
+
+    async def forward(self, envelope: dict[str, Any], key: bytes | None) -> None:
+        header = envelope["header"]
+        if not header["route"]:
+            self.counts["delivered"] += 1
+            return
+        stop = header["route"].pop()
+        header["historical_route"].append(stop)
+        await self.producer.send(stop, key=key, value=json.dumps(envelope, separators=(",", ":")).encode())
+        self.counts["forwarded"] += 1
+
+    async def busdriver(self, key: bytes | None, value: bytes) -> None:
+        record = json.loads(value)
+        route = list(reversed(self.routes.get(record.get("message_type_code"), self.default_route)))
+        header = {
+            "route": route,
+            "original_route": list(route),
+            "historical_route": [],
+            "id": uuid.uuid4().hex,
+            "stamped_at": time.time(),
+        }
+        await self.forward({"header": header, "payload": record}, key)
+
+    async def add_email(self, key: bytes | None, value: bytes) -> None:
+        envelope = json.loads(value)
+        email = self.emails.get(str(envelope["payload"]["account_number"]))
+        if email is None:
+            self.counts["dropped"] += 1
+            return
+        envelope["payload"]["email"] = email
+        await self.forward(envelope, key)
+
+    async def check_whitelist(self, key: bytes | None, value: bytes) -> None:
+        envelope = json.loads(value)
+        if envelope["payload"].get("email") not in self.whitelist:
+            self.counts["dropped"] += 1
+            return
+        envelope["payload"]["whitelist"] = True
+        await self.forward(envelope, key)
+
+    async def log(self, key: bytes | None, value: bytes) -> None:
+        await self.forward(json.loads(value), key)
+
+
+async def main(args: argparse.Namespace) -> None:
+    relay = Relay(args)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await relay.start()
+    print("ready", flush=True)
+    try:
+        await relay.run(stopping)
+    finally:
+        await relay.stop()
+        print(json.dumps(relay.counts), flush=True)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bootstrap", required=True, help="host:port of the broker")
+    parser.add_argument("--emails", required=True, help="emails.dat ('account,email' a line)")
+    parser.add_argument("--whitelist", required=True, help="whitelist.dat (one email a line)")
+    parser.add_argument("--routes", required=True, help="JSON object: message_type_code -> stops in travel order")
+    parser.add_argument("--default-route", required=True, help="comma-separated stops of every other record")
+    parser.add_argument("--fetch-wait-ms", type=int, default=10, help="the consumer's fetch_max_wait_ms")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args(sys.argv[1:])))

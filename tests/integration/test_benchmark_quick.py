@@ -1,0 +1,121 @@
+"""The benchmark of issue 7 runs end to end and writes every figure (values of time are not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+LATENCY = {"p50", "p99", "max", "mean"}
+BURST = {
+    "pushed",
+    "expected",
+    "delivered",
+    "complete",
+    "push_seconds",
+    "seconds",
+    "throughput_rps",
+    "delivered_rps",
+    "latency_ms",
+    "cpu_ms_per_record",
+    "machine",
+}
+PACED = {"pushed", "rate", "achieved_rate", "expected", "delivered", "complete", "latency_ms", "machine"}
+PHASE_MACHINE = {
+    "wall_seconds",
+    "machine_busy_cpu_seconds",
+    "benchmark_cpu_seconds",
+    "foreign_cpu_seconds",
+    "foreign_cpu_share",
+}
+PROCESS = {"name", "pid", "cpu_seconds", "peak_rss_mb", "rss_mb"}
+CPU = {"burst", "paced", "total"}
+SCENARIO = {
+    "name",
+    "kind",
+    "workers",
+    "partitions",
+    "error",
+    "setup_seconds",
+    "scenario_seconds",
+    "burst",
+    "paced",
+    "duplicates_on_log",
+    "unreadable_on_log",
+    "processes",
+    "broker",
+}
+RATIOS = {
+    "burst_throughput",
+    "burst_p50",
+    "burst_p99",
+    "paced_p50",
+    "paced_p99",
+    "paced_max",
+    "burst_cpu_per_record",
+}
+SETTINGS = {"count", "rate", "paced_seconds", "accounts", "workers", "partitions", "METROBUS_FETCH_WAIT_MS"}
+MACHINE = {"nproc", "python", "platform"}
+REPORT = {"git_commit", "git_dirty", "source", "timestamp", "settings", "machine", "scenarios", "raw_relay"}
+
+
+def missing(fields: set[str], found: dict) -> set[str]:
+    """The fields absent from ``found``."""
+    return fields - set(found)
+
+
+def check_scenario(scenario: dict, kind: str) -> None:
+    assert not missing(SCENARIO, scenario)
+    assert scenario["kind"] == kind
+    assert scenario["error"] is None
+    for phase, fields in (("burst", BURST), ("paced", PACED)):
+        figures = scenario[phase]
+        assert not missing(fields, figures), phase
+        assert set(figures["latency_ms"]) == LATENCY
+        assert set(figures["machine"]) == PHASE_MACHINE
+        assert isinstance(figures["pushed"], int) and isinstance(figures["expected"], int)
+        assert isinstance(figures["delivered"], int) and isinstance(figures["complete"], bool)
+    assert len(scenario["processes"]) == (scenario["workers"] if kind == "bus" else 1)
+    for process in [*scenario["processes"], scenario["broker"]]:
+        assert not missing(PROCESS, process)
+        assert set(process["cpu_seconds"]) == CPU
+
+
+@pytest.mark.timeout(600)
+def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    run = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bus_benchmark.py"), "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=540,
+    )
+    assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-3000:]}"
+    assert "burst rec/s" in run.stdout and str(out) in run.stdout
+
+    report = json.loads(out.read_text())
+    assert not missing(REPORT, report)
+    assert len(report["git_commit"]) == 40
+    assert not missing(SETTINGS, report["settings"])
+    assert report["settings"]["workers"] == [1] and report["settings"]["partitions"] == [4]
+    assert not missing(MACHINE, report["machine"])
+
+    assert len(report["scenarios"]) == 1
+    bus = report["scenarios"][0]
+    check_scenario(bus, "bus")
+    assert (bus["workers"], bus["partitions"]) == (1, 4)
+    assert set(bus["ratios_to_raw"]) == RATIOS
+
+    assert len(report["raw_relay"]) == 1
+    relay = report["raw_relay"][0]
+    check_scenario(relay, "relay")
+    assert relay["partitions"] == 4
+    # The same records go to both, so the same number must be expected of both.
+    assert relay["burst"]["expected"] == bus["burst"]["expected"]
