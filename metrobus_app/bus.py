@@ -6,9 +6,11 @@ import base64
 import inspect
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -28,13 +30,23 @@ Sender = Callable[[str, "bytes | None", bytes], Awaitable[None]]
 FORWARDED, DELIVERED, DROPPED, DEAD_LETTERED = "forwarded", "delivered", "dropped", "dead_lettered"
 
 
-@dataclass(frozen=True)
+@dataclass
 class Outcome:
-    """What a stop did with one message; a stop's agent yields one per message."""
+    """What a stop did with one message; a stop's agent yields one per message.
+
+    ``detail`` is the next stop, the drop reason or the error type. Observers (stats, the
+    record of fates) also get the envelope, when the value was one, and the time it took.
+    """
 
     stop: str
     fate: str
     detail: str = ""
+    envelope: Envelope | None = field(default=None, compare=False, repr=False)
+    received_at: float = field(default=0.0, compare=False, repr=False)
+    elapsed: float = field(default=0.0, compare=False, repr=False)
+
+
+Observer = Callable[[Outcome], None]
 
 
 class Bus:
@@ -55,6 +67,8 @@ class Bus:
         self.agents: dict[str, faust.types.AgentT] = {}
         self._topics: dict[str, faust.TopicT] = {}
         self.sender: Sender = self._send_to_topic
+        self.observers: list[Observer] = [self.stats.record]
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
 
     @property
     def known_stops(self) -> set[str]:
@@ -153,7 +167,23 @@ class Bus:
 
     async def handle(self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None) -> Outcome:
         """Run one message through a stop and send it on; never raises."""
-        self.stats[stop].received += 1
+        return await self._observed(self._handle, stop, fn, key, raw)
+
+    async def handle_record(self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None) -> Outcome:
+        """Stamp a route on one raw record and send it to its first stop; never raises."""
+        return await self._observed(self._handle_record, stop, fn, key, raw)
+
+    async def _observed(self, handle: Callable[..., Awaitable[Outcome]], *args: Any) -> Outcome:
+        received_at, started = time.time(), time.perf_counter()
+        outcome = await handle(*args, received_at)
+        outcome.received_at, outcome.elapsed = received_at, time.perf_counter() - started
+        for observe in self.observers:
+            observe(outcome)
+        return outcome
+
+    async def _handle(
+        self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, received_at: float
+    ) -> Outcome:
         try:
             envelope = Envelope.from_bytes(self._check_size(raw))
         except InvalidEnvelope as exc:
@@ -161,18 +191,18 @@ class Bus:
         try:
             payload = await _call(fn, envelope.payload)
         except Drop as drop:
-            return self._dropped(stop, drop.reason)
+            return self._dropped(stop, drop.reason, envelope)
         except Exception as exc:
             log.exception("stop %s failed on message %s", stop, envelope.id)
-            return await self.dead_letter(stop, key, raw, exc)
+            return await self.dead_letter(stop, key, raw, exc, envelope)
         if payload is None:
-            return self._dropped(stop, f"{stop} returned None")
+            return self._dropped(stop, f"{stop} returned None", envelope)
         envelope.payload = payload
-        return await self.forward(envelope, key, stop=stop)
+        return await self.forward(envelope, key, stop=stop, received_at=received_at)
 
-    async def handle_record(self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None) -> Outcome:
-        """Stamp a route on one raw record and send it to its first stop; never raises."""
-        self.stats[stop].received += 1
+    async def _handle_record(
+        self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None, received_at: float
+    ) -> Outcome:
         try:
             record = decode_object(self._check_size(raw))
         except InvalidEnvelope as exc:
@@ -187,33 +217,42 @@ class Bus:
         except Exception as exc:
             log.exception("%s failed on a record", stop)
             return await self.dead_letter(stop, key, raw, exc)
-        return await self.forward(envelope, key, stop=stop)
+        return await self.forward(envelope, key, stop=stop, received_at=received_at)
 
-    async def forward(self, envelope: Envelope, key: bytes | None, *, stop: str) -> Outcome:
+    async def forward(
+        self, envelope: Envelope, key: bytes | None, *, stop: str, received_at: float | None = None
+    ) -> Outcome:
         """Pop the next stop off the route and send the envelope there, key unchanged.
 
         Not Faust's ``Event.forward`` (which re-sends a raw value): this one moves an
         envelope along its route. An empty route means ``stop`` was the last: delivered.
-        A route naming a stop the bus does not know is dead-lettered.
+        A route naming a stop the bus does not know is dead-lettered. Each forward appends
+        a hop to ``header.hops``: the stop, when it received and forwarded, and the worker.
         """
         next_stop = envelope.next_stop
         if next_stop is None:
-            self.stats[stop].delivered += 1
-            return Outcome(stop, DELIVERED)
+            return Outcome(stop, DELIVERED, envelope=envelope)
         if next_stop not in self.known_stops:
             error = UnknownStop(
                 f"route names unknown stop {next_stop!r} (known: {', '.join(sorted(self.known_stops))})"
             )
-            return await self.dead_letter(stop, key, envelope.to_bytes(), error)
+            return await self.dead_letter(stop, key, envelope.to_bytes(), error, envelope)
         envelope.pop_next()
+        now = time.time()
+        envelope.add_hop(stop, received_at or now, now, self.worker_id)
         await self.sender(next_stop, key, envelope.to_bytes())
-        self.stats[stop].forwarded[next_stop] += 1
-        return Outcome(stop, FORWARDED, next_stop)
+        return Outcome(stop, FORWARDED, next_stop, envelope=envelope)
 
-    async def dead_letter(self, stop: str, key: bytes | None, raw: bytes | None, error: BaseException) -> Outcome:
+    async def dead_letter(
+        self,
+        stop: str,
+        key: bytes | None,
+        raw: bytes | None,
+        error: BaseException,
+        envelope: Envelope | None = None,
+    ) -> Outcome:
         """Send a message the bus cannot handle to the dead-letter topic, with why."""
         kind = type(error).__name__
-        self.stats[stop].dead_lettered[kind] += 1
         log.warning("dead-lettering a message at %s: %s: %s", stop, kind, error)
         letter = {
             "stop": stop,
@@ -223,12 +262,11 @@ class Bus:
             **_original(raw),
         }
         await self.sender(self.settings.error_topic, key, json.dumps(letter).encode())
-        return Outcome(stop, DEAD_LETTERED, kind)
+        return Outcome(stop, DEAD_LETTERED, kind, envelope=envelope)
 
-    def _dropped(self, stop: str, reason: str) -> Outcome:
-        self.stats[stop].dropped[reason] += 1
+    def _dropped(self, stop: str, reason: str, envelope: Envelope | None = None) -> Outcome:
         log.debug("%s dropped a message: %s", stop, reason)
-        return Outcome(stop, DROPPED, reason)
+        return Outcome(stop, DROPPED, reason, envelope=envelope)
 
     def _check_size(self, raw: bytes | None) -> bytes | None:
         limit = self.settings.max_message_bytes

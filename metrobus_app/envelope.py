@@ -18,6 +18,7 @@ from .errors import InvalidEnvelope
 ROUTE = "route"
 ORIGINAL_ROUTE = "original_route"
 HISTORICAL_ROUTE = "historical_route"
+HOPS = "hops"
 
 
 def decode_object(raw: bytes | None) -> dict[str, Any]:
@@ -110,6 +111,15 @@ class Envelope:
         stop = self.route.pop()
         self.header[HISTORICAL_ROUTE].append(stop)
         return stop
+
+    def add_hop(self, stop: str, received: float, forwarded: float, worker: str) -> None:
+        """Record that ``stop`` handled the message: when it came in, when it went on, and where."""
+        hop = {"stop": stop, "received": round(received, 6), "forwarded": round(forwarded, 6), "worker": worker}
+        hops = self.header.get(HOPS)
+        if isinstance(hops, list):
+            hops.append(hop)
+        else:
+            self.header[HOPS] = [hop]
 
     def push_stop(self, stop: str) -> None:
         """Make ``stop`` the next stop (a detour); the rest of the route follows it."""

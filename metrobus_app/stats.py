@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bus import Outcome
 
 
 @dataclass
@@ -43,6 +46,19 @@ class BusStats:
         except KeyError:
             stats = self.stops[stop] = StopStats()
             return stats
+
+    def record(self, outcome: Outcome) -> None:
+        """Count one message's outcome (the bus calls this for every message)."""
+        stats = self[outcome.stop]
+        stats.received += 1
+        if outcome.fate == "forwarded":
+            stats.forwarded[outcome.detail] += 1
+        elif outcome.fate == "delivered":
+            stats.delivered += 1
+        elif outcome.fate == "dropped":
+            stats.dropped[outcome.detail] += 1
+        else:
+            stats.dead_lettered[outcome.detail] += 1
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready view of every stop."""

@@ -190,3 +190,27 @@ def test_a_worker_told_to_run_some_stops_runs_only_those():
 
     assert set(app.bus.agents) == {"Second"}
     assert app.bus.known_stops == {"First", "Second"}
+
+
+async def test_each_forward_records_a_hop_with_times_and_worker(small_bus):
+    await put(small_bus, "busdriver", b'{"kind": "plain"}')
+    first = small_bus.sent[-1][2]
+    await put(small_bus, "First", json.dumps(first).encode())
+    hops = small_bus.sent[-1][2]["header"]["hops"]
+    assert [hop["stop"] for hop in hops] == ["busdriver", "First"]
+    for hop in hops:
+        assert hop["received"] <= hop["forwarded"]
+        assert hop["worker"] == small_bus.worker_id
+    assert hops[0]["forwarded"] <= hops[1]["received"]
+
+
+async def test_observers_see_every_outcome_with_its_envelope_and_time(small_bus):
+    seen: list[Outcome] = []
+    small_bus.observers.append(seen.append)
+    await put(small_bus, "First", envelope_bytes(["First", "Second"], {"drop": True}))
+    await put(small_bus, "First", b"garbage")
+    assert [(o.fate, o.detail) for o in seen] == [(DROPPED, "told to drop"), (DEAD_LETTERED, "InvalidEnvelope")]
+    assert seen[0].envelope is not None and seen[0].envelope.payload == {"drop": True}
+    assert seen[1].envelope is None
+    assert all(o.elapsed > 0 and o.received_at > 0 for o in seen)
+    assert small_bus.stats["First"].received == 2
