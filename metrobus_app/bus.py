@@ -34,8 +34,9 @@ FORWARDED, DELIVERED, DROPPED, DEAD_LETTERED = "forwarded", "delivered", "droppe
 class Outcome:
     """What a stop did with one message; a stop's agent yields one per message.
 
-    ``detail`` is the next stop, the drop reason or the error type. Observers (stats, the
-    record of fates) also get the envelope, when the value was one, and the time it took.
+    ``detail`` is the next stop, the drop reason or the error type (``message`` then says
+    what went wrong). Observers (stats, the record of fates) also get the envelope, when the
+    value was one, and the time it took.
     """
 
     stop: str
@@ -44,6 +45,7 @@ class Outcome:
     envelope: Envelope | None = field(default=None, compare=False, repr=False)
     received_at: float = field(default=0.0, compare=False, repr=False)
     elapsed: float = field(default=0.0, compare=False, repr=False)
+    message: str = field(default="", compare=False, repr=False)
 
 
 Observer = Callable[[Outcome], None]
@@ -262,7 +264,7 @@ class Bus:
             **_original(raw),
         }
         await self.sender(self.settings.error_topic, key, json.dumps(letter).encode())
-        return Outcome(stop, DEAD_LETTERED, kind, envelope=envelope)
+        return Outcome(stop, DEAD_LETTERED, kind, envelope=envelope, message=letter["message"])
 
     def _dropped(self, stop: str, reason: str, envelope: Envelope | None = None) -> Outcome:
         log.debug("%s dropped a message: %s", stop, reason)
