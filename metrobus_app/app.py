@@ -11,6 +11,7 @@ from .bus import Bus
 from .cache_loader import CacheLoader
 from .commands import one_line_errors
 from .credentials import broker_credentials
+from .delivery import install as install_delivery
 from .settings import Settings
 from .transport import Transport
 
@@ -22,6 +23,7 @@ class MetrobusApp(faust.App):
         self.settings = settings
         super().__init__(settings.app_id, **options)
         self.bus = Bus(self, settings)
+        install_delivery(self)  # sends watched, commits gated, exactly-once fixes: see delivery.py
         self.task(self.start_bus)
 
     async def start_bus(self) -> None:
@@ -63,4 +65,5 @@ def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> Met
         broker_heartbeat_interval=1,
         producer_linger_ms=1,
         web_in_thread=False,
+        processing_guarantee=settings.processing_guarantee,
     )

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import inspect
-import json
 import logging
 import os
 import socket
@@ -18,6 +16,23 @@ import faust
 from .cache import Cache
 from .envelope import Envelope, decode_object
 from .errors import Drop, InvalidEnvelope, UnknownStop
+from .safety import (
+    REPLAY_COUNT_HEADER,
+    REPLAY_ID_HEADER,
+    REPLAYS,
+    HopLimitExceeded,
+    StopResultInvalid,
+    arriving,
+    check_envelope,
+    check_hops,
+    check_route,
+    encode_letter,
+    kafka_header,
+    replays_of,
+    source_id,
+    too_large,
+)
+from .safety import letter as make_letter
 from .settings import Settings
 from .stats import BusStats
 
@@ -153,7 +168,7 @@ class Bus:
         def register(fn: RouteFunction) -> RouteFunction:
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 async for event in stream.events():
-                    yield await self.handle_record(name, fn, event.key, event.value)
+                    yield await self.handle_record(name, fn, event.key, event.value, event.message)
 
             run.__name__ = run.__qualname__ = name
             self._add_agent(name, self.topic(self.settings.source_topic), run, 1)
@@ -171,9 +186,15 @@ class Bus:
         """Run one message through a stop and send it on; never raises."""
         return await self._observed(self._handle, stop, fn, key, raw)
 
-    async def handle_record(self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None) -> Outcome:
-        """Stamp a route on one raw record and send it to its first stop; never raises."""
-        return await self._observed(self._handle_record, stop, fn, key, raw)
+    async def handle_record(
+        self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None, message: Any = None
+    ) -> Outcome:
+        """Stamp a route on one raw record and send it to its first stop; never raises.
+
+        ``message`` is the source record's Faust message: its position gives the message id
+        (``safety.source_id``), the same each time the record is read.
+        """
+        return await self._observed(self._handle_record, stop, fn, key, raw, message)
 
     async def _observed(self, handle: Callable[..., Awaitable[Outcome]], *args: Any) -> Outcome:
         received_at, started = time.time(), time.perf_counter()
@@ -188,6 +209,7 @@ class Bus:
     ) -> Outcome:
         try:
             envelope = Envelope.from_bytes(self._check_size(raw))
+            check_envelope(envelope, self.settings)
         except InvalidEnvelope as exc:
             return await self.dead_letter(stop, key, raw, exc)
         try:
@@ -199,27 +221,56 @@ class Bus:
             return await self.dead_letter(stop, key, raw, exc, envelope)
         if payload is None:
             return self._dropped(stop, f"{stop} returned None", envelope)
-        envelope.payload = payload
-        return await self.forward(envelope, key, stop=stop, received_at=received_at)
+        original, envelope.payload = envelope.payload, payload
+        try:
+            return await self.forward(envelope, key, stop=stop, received_at=received_at)
+        except (TypeError, ValueError, RecursionError) as exc:  # the payload does not encode as JSON
+            envelope.payload = original
+            error = StopResultInvalid(f"{stop} returned a payload that is not JSON: {type(exc).__name__}: {exc}")
+            return await self.dead_letter(stop, key, raw, error, envelope)
 
     async def _handle_record(
-        self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None, received_at: float
+        self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None, message: Any, received_at: float
     ) -> Outcome:
+        # The message id comes from the record's place in the source topic (a replayed record
+        # keeps the id it had): a stub envelope carries it to the observers until there is one.
+        headers = getattr(message, "headers", None)
+        replayed_id = kafka_header(headers, REPLAY_ID_HEADER) if headers else None
+        if replayed_id:
+            message_id = replayed_id.decode(errors="replace")
+        elif message is not None:
+            message_id = source_id(message.topic, message.partition, message.offset, round(message.timestamp * 1000))
+        else:
+            message_id = None
+        replays = int(kafka_header(headers, REPLAY_COUNT_HEADER) or 0) if replayed_id else 0
+        stub = Envelope({"id": message_id, REPLAYS: replays}, None) if message_id else None
         try:
             record = decode_object(self._check_size(raw))
         except InvalidEnvelope as exc:
-            return await self.dead_letter(stop, key, raw, exc)
+            return await self.dead_letter(stop, key, raw, exc, stub)
         try:
             route = await _call(fn, record)
             if route is None:
-                return self._dropped(stop, f"{stop} gave no route")
-            envelope = route if isinstance(route, Envelope) else Envelope.stamp(record, route)
+                return self._dropped(stop, f"{stop} gave no route", stub)
+            if isinstance(route, Envelope):
+                envelope = route
+            else:
+                check_route(route, self.settings)
+                envelope = Envelope.stamp(record, route)
+            if message_id:
+                envelope.header["id"] = message_id
+                if replays:
+                    envelope.header[REPLAYS] = replays
         except Drop as drop:
-            return self._dropped(stop, drop.reason)
+            return self._dropped(stop, drop.reason, stub)
         except Exception as exc:
             log.exception("%s failed on a record", stop)
-            return await self.dead_letter(stop, key, raw, exc)
-        return await self.forward(envelope, key, stop=stop, received_at=received_at)
+            return await self.dead_letter(stop, key, raw, exc, stub)
+        try:
+            return await self.forward(envelope, key, stop=stop, received_at=received_at)
+        except (TypeError, ValueError, RecursionError) as exc:
+            error = StopResultInvalid(f"{stop} made an envelope that is not JSON: {type(exc).__name__}: {exc}")
+            return await self.dead_letter(stop, key, raw, error, stub)
 
     async def forward(
         self, envelope: Envelope, key: bytes | None, *, stop: str, received_at: float | None = None
@@ -238,11 +289,21 @@ class Bus:
             error = UnknownStop(
                 f"route names unknown stop {next_stop!r} (known: {', '.join(sorted(self.known_stops))})"
             )
-            return await self.dead_letter(stop, key, envelope.to_bytes(), error, envelope)
+            return await self.dead_letter(stop, key, arriving(envelope), error, envelope, topic=next_stop)
+        try:
+            check_hops(envelope, self.settings)
+        except HopLimitExceeded as error:
+            return await self.dead_letter(stop, key, arriving(envelope), error, envelope, topic=next_stop)
         envelope.pop_next()
         now = time.time()
         envelope.add_hop(stop, received_at or now, now, self.worker_id)
-        await self.sender(next_stop, key, envelope.to_bytes())
+        value = envelope.to_bytes()
+        try:
+            await self.sender(next_stop, key, value)
+        except Exception as exc:
+            if not too_large(exc):
+                raise
+            return await self.dead_letter(stop, key, value, exc.__cause__ or exc, envelope, topic=next_stop)
         return Outcome(stop, FORWARDED, next_stop, envelope=envelope)
 
     async def dead_letter(
@@ -252,18 +313,22 @@ class Bus:
         raw: bytes | None,
         error: BaseException,
         envelope: Envelope | None = None,
+        *,
+        topic: str | None = None,
     ) -> Outcome:
-        """Send a message the bus cannot handle to the dead-letter topic, with why."""
+        """Send a message the bus cannot handle to the dead-letter topic, with why.
+
+        The letter (``safety.letter``) holds the value, the message id, its route, how often
+        it was replayed, and ``topic``: where ``deadletters replay`` sends it back (by default
+        the topic the failing stop reads).
+        """
         kind = type(error).__name__
         log.warning("dead-lettering a message at %s: %s: %s", stop, kind, error)
-        letter = {
-            "stop": stop,
-            "error": kind,
-            "message": str(error),
-            "time": time.time(),
-            **_original(raw),
-        }
-        await self.sender(self.settings.error_topic, key, json.dumps(letter).encode())
+        if topic is None:
+            topic = stop if stop in self.stops else self.settings.source_topic
+        replays = replays_of(envelope)
+        letter = make_letter(stop, error, raw, time.time(), topic=topic, envelope=envelope, replays=replays)
+        await self.sender(self.settings.error_topic, key, encode_letter(letter))
         return Outcome(stop, DEAD_LETTERED, kind, envelope=envelope, message=letter["message"])
 
     def _dropped(self, stop: str, reason: str, envelope: Envelope | None = None) -> Outcome:
@@ -285,13 +350,3 @@ async def _call(fn: Callable[[Any], Any], arg: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
-
-
-def _original(raw: bytes | None) -> dict[str, Any]:
-    """The original value for a dead letter: as text when it is UTF-8, else base64."""
-    if raw is None:
-        return {"value": None}
-    try:
-        return {"value": raw.decode()}
-    except UnicodeDecodeError:
-        return {"value_base64": base64.b64encode(raw).decode()}

@@ -52,6 +52,18 @@ class Settings:
     max_message_bytes: int = _setting(
         1_048_576, "METROBUS_MAX_MESSAGE_BYTES", "Larger values are dead-lettered unread."
     )
+    max_hops: int = _setting(
+        64, "METROBUS_MAX_HOPS", "Most stops a message may be sent to; a route's header.max_hops overrides it."
+    )
+    max_route_stops: int = _setting(
+        256, "METROBUS_MAX_ROUTE_STOPS", "Longer routes (and histories) are dead-lettered as InvalidEnvelope."
+    )
+    max_replays: int = _setting(
+        3, "METROBUS_MAX_REPLAYS", "How often 'deadletters replay' sends one message back before it refuses."
+    )
+    processing_guarantee: str = _setting(
+        "at_least_once", "METROBUS_PROCESSING_GUARANTEE", "at_least_once, or exactly_once (Kafka transactions)."
+    )
     modules: tuple[str, ...] = _setting(
         ("agents",), "METROBUS_MODULES", "Comma-separated packages of stops and commands the app discovers."
     )
@@ -88,6 +100,9 @@ class Settings:
         from .credentials import check_security  # not at the top: credentials.py uses this module
 
         check_security(settings)
+        from .delivery import check_guarantee  # not at the top: delivery.py uses this module
+
+        check_guarantee(settings)
         return settings
 
     @property

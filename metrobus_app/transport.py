@@ -11,6 +11,8 @@ from typing import Any, ClassVar
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from .delivery import TransactionManager, guard_of
+
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Consumer thread whose worker consumer waits ``METROBUS_FETCH_WAIT_MS`` at most."""
@@ -23,13 +25,29 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """Faust's aiokafka consumer running our consumer thread."""
+    """Faust's aiokafka consumer running our consumer thread, its commits gated (see ``delivery.py``)."""
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
+        # Hand what is queued in memory (e.g. fates) to the producer, so the flush that
+        # Faust does before committing covers it.
+        guard = guard_of(self.app)
+        if guard is not None:
+            await guard.run_hooks()
+        return await super()._commit_offsets(offsets, start_new_transaction)
+
+    async def _commit(self, offsets: Any) -> bool:
+        # Faust has flushed the producer; a send that failed means: commit nothing.
+        guard = guard_of(self.app)
+        if guard is not None and not guard.may_commit():
+            return False
+        return await super()._commit(offsets)
 
 
 class Transport(faust_aiokafka.Transport):
     """Kafka transport of metrobus workers."""
 
     Consumer: ClassVar[Any] = Consumer
+    TransactionManager: ClassVar[Any] = TransactionManager

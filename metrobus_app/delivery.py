@@ -1,0 +1,182 @@
+"""What metrobus promises about delivery, and the few pieces that keep the promise.
+
+**At least once (the default).** Faust acks an event when the stop's agent asks for the next
+one, that is after ``Bus.handle`` returned: by then the forward (or the dead letter) has been
+handed to the producer (``topic.send`` returned a delivery future). Offsets are committed by
+``Consumer._commit_offsets``, which first flushes the producer (it waits for every pending
+batch) and then commits. So an offset is committed only after everything sent before it has
+been answered by the broker, and two things remain to be made sure here:
+
+- *a send that failed*: the flush also ends when a batch failed (after the producer's own
+  retries, ``producer_request_timeout``), and Faust only logs that. ``DeliveryGuard`` watches
+  every send's future; after a failure the worker commits nothing more and stops, so a
+  restart takes the messages again from the last good commit;
+- *what is queued in memory*: hooks run before every commit (``DeliveryGuard.before_commit``),
+  so for instance the fates recorded so far are handed to the producer first and the flush
+  covers them too.
+
+**Exactly once (``METROBUS_PROCESSING_GUARANTEE=exactly_once``)** is Faust's transactional
+mode: a transactional producer per partition; the forwards and the consumed offsets of a
+partition are committed in one transaction. Faust names the transaction by the destination
+topic's partition group, which exists only for topics this app consumes; sends to other topics
+(the dead-letter topic, the fates and stats topics, external stops) go through the plain
+producer, at least once (``TransactionManager`` below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust.transport.consumer import TransactionManager as FaustTransactionManager
+
+from .errors import ConfigError, MetrobusError
+from .safety import too_large
+from .settings import Settings
+
+log = logging.getLogger("metrobus.delivery")
+
+AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
+GUARANTEES = (AT_LEAST_ONCE, EXACTLY_ONCE)
+
+CommitHook = Callable[[], Awaitable[Any]]
+
+
+class DeliveryFailed(MetrobusError):
+    """The broker did not take a message this worker sent; nothing after it may be committed."""
+
+
+def check_guarantee(settings: Settings) -> None:
+    """Refuse an unknown ``METROBUS_PROCESSING_GUARANTEE`` and limits that cannot work."""
+    if settings.processing_guarantee not in GUARANTEES:
+        raise ConfigError(
+            f"METROBUS_PROCESSING_GUARANTEE={settings.processing_guarantee!r}: use {' or '.join(GUARANTEES)}"
+        )
+    for name in ("max_hops", "max_route_stops"):
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"METROBUS_{name.upper()} must be at least 1")
+
+
+class DeliveryGuard:
+    """Knows whether every send of this worker was taken by the broker, and gates commits on it."""
+
+    def __init__(self) -> None:
+        self.failure: BaseException | None = None
+        self.hooks: list[CommitHook] = []
+        self.on_failure: Callable[[BaseException], Any] | None = None
+
+    def watch(self, future: Any) -> None:
+        """Note the outcome of one send (a future of the producer); O(1), no await."""
+        add = getattr(future, "add_done_callback", None)
+        if add is not None:
+            add(self._done)
+
+    def _done(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self.fail(DeliveryFailed("a send was cancelled before the broker took it"))
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record that a send failed: from now on this worker commits nothing."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        log.critical(
+            "the broker did not take a message (%s: %s): this worker commits no more offsets and stops; "
+            "a restart takes every message since the last commit again (at least once)",
+            type(exc).__name__,
+            exc,
+        )
+        if self.on_failure is not None:
+            self.on_failure(exc)
+
+    def before_commit(self, hook: CommitHook) -> CommitHook:
+        """Run ``hook`` before every offset commit (e.g. hand queued records to the producer)."""
+        self.hooks.append(hook)
+        return hook
+
+    async def run_hooks(self) -> None:
+        for hook in self.hooks:
+            try:
+                await hook()
+            except Exception as exc:
+                # A hook that cannot hand its records over must not let the commit go on.
+                self.fail(exc)
+
+    def may_commit(self) -> bool:
+        """True unless a send failed; called after the producer's flush, right before a commit."""
+        if self.failure is None:
+            return True
+        log.error("not committing offsets: a send failed earlier (%s)", type(self.failure).__name__)
+        return False
+
+
+def guard_of(app: Any) -> DeliveryGuard | None:
+    """The guard of a metrobus app (None for other apps)."""
+    bus = getattr(app, "bus", None)
+    return getattr(bus, "delivery", None)
+
+
+def install(app: Any) -> DeliveryGuard:
+    """Give ``app.bus`` a guard: its sends are watched, and a failed one stops the worker."""
+    guard = DeliveryGuard()
+    bus = app.bus
+    bus.delivery = guard
+
+    crashing: list[asyncio.Future] = []
+
+    def crash(exc: BaseException) -> None:
+        crashing.append(asyncio.ensure_future(app.crash(DeliveryFailed(f"{type(exc).__name__}: {exc}"))))
+
+    guard.on_failure = crash
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        try:
+            future = await bus.topic(topic).send(key=key, value=value)
+        except Exception as exc:
+            if not too_large(exc):  # the bus dead-letters a message too large to send; nothing else
+                guard.fail(exc)
+            raise
+        guard.watch(future)
+
+    bus.sender = send
+    guard.before_commit(lambda: publish_fates_before_commit(app))
+    if app.conf.processing_guarantee == EXACTLY_ONCE:
+        from .kafka_compat import install_init_producer_id_v3
+
+        install_init_producer_id_v3()
+    return guard
+
+
+def _in_a_partition_group(app: Any, topic: str) -> bool:
+    try:
+        app.assignor.group_for_topic(topic)
+    except KeyError:
+        return False
+    return True
+
+
+class TransactionManager(FaustTransactionManager):
+    """Faust's transaction manager, except that a topic this app does not consume is sent to outside transactions.
+
+    Faust picks the transactional producer by the destination's partition group, which only
+    consumed topics have (``KeyError`` otherwise): the dead-letter topic and the watch's
+    topics would fail in exactly-once mode.
+    """
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, *args: Any, **kwargs: Any) -> Any:
+        if not _in_a_partition_group(self.app, topic):
+            return await self.producer.send(topic, key, value, *args, **kwargs)
+        return await super().send(topic, key, value, *args, **kwargs)
+
+
+async def publish_fates_before_commit(app: Any) -> None:
+    """Hand the fates recorded so far (``watch.py``) to the producer, so a commit never outruns them."""
+    watch = getattr(app, "watch", None)
+    if watch is not None:
+        await watch.publish_fates()
