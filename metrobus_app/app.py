@@ -14,6 +14,7 @@ from .credentials import broker_credentials
 from .delivery import install as install_delivery
 from .settings import Settings
 from .transport import Transport
+from .watch import Watch
 
 
 class MetrobusApp(faust.App):
@@ -25,6 +26,9 @@ class MetrobusApp(faust.App):
         self.bus = Bus(self, settings)
         install_delivery(self)  # sends watched, commits gated, exactly-once fixes: see delivery.py
         self.task(self.start_bus)
+        # Stats and fates of the whole cluster: see watch.py.
+        self.watch = Watch(self)
+        self.task(self.watch.run)
 
     async def start_bus(self) -> None:
         """Create the bus's topics, then load and follow the caches until the worker stops."""

@@ -68,6 +68,12 @@ class Settings:
         ("agents",), "METROBUS_MODULES", "Comma-separated packages of stops and commands the app discovers."
     )
     topic_replication: int = _setting(1, "METROBUS_REPLICATION", "Replication factor of created topics.")
+    fates_max: int = _setting(
+        100_000, "METROBUS_FATES_MAX", "Most messages whose fate a worker keeps for /metrobus/messages/; 0: none."
+    )
+    fates_ttl_s: int = _setting(
+        3600, "METROBUS_FATES_TTL_S", "Seconds a message's fate is kept (also the fates topic's retention)."
+    )
     security_protocol: str = _setting(
         "PLAINTEXT", "METROBUS_SECURITY_PROTOCOL", "Broker security: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
     )

@@ -1,25 +1,71 @@
-"""Web views of the bus on the worker's own Faust web server, as a blueprint."""
+"""Web views of the bus on the worker's own Faust web server, as a blueprint (at ``/metrobus/``)."""
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 from faust import web
 
+from .fates import where
+from .metrics import CONTENT_TYPE, exposition
+
 blueprint = web.Blueprint("metrobus")
+DASHBOARD = resources.files(__package__).joinpath("dashboard.html").read_text(encoding="utf-8")
 
 
 def _bus(view: web.View) -> Any:
     return view.app.bus  # type: ignore[attr-defined]
 
 
-@blueprint.route("/stats/", name="stats")
-class StatsView(web.View):
-    """What each stop of this worker did: received, forwarded, delivered, dropped, dead-lettered."""
+def _watch(view: web.View) -> Any:
+    return view.app.watch  # type: ignore[attr-defined]
+
+
+@blueprint.route("/", name="dashboard")
+class DashboardView(web.View):
+    """The dashboard: a static page that reads the JSON views every 2 s."""
 
     async def get(self, request: web.Request) -> web.Response:
-        bus = _bus(self)
-        return self.json({"worker": self.app.conf.canonical_url.human_repr(), "stops": bus.stats.as_dict()})
+        return self.html(DASHBOARD, headers={"Cache-Control": "no-cache"})
+
+
+@blueprint.route("/stats/", name="stats")
+class StatsView(web.View):
+    """What each stop of this worker did (``stops``, ``bus``), and of the whole ``cluster``.
+
+    Per stop: received, forwarded (by next stop), delivered, dropped (by reason),
+    dead-lettered (by error), the rate over the last minute and the processing time per
+    message (p50, p99); for the bus: end-to-end latency; the latest dead letters.
+    """
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.json(_watch(self).stats())
+
+
+@blueprint.route("/messages/{message_id}", name="message")
+class MessageView(web.View):
+    """Where a message is now, or where it ended and why, with its hops (``?local=1``: this worker only)."""
+
+    async def get(self, request: web.Request, message_id: str) -> web.Response:
+        watch = _watch(self)
+        local = request.query.get("local") == "1"
+        fate = watch.fates.get(message_id) if local else await watch.find(message_id)
+        if fate is None:
+            kept = f"{watch.fates.max_count} messages for {watch.fates.ttl_s} s"
+            return self.json(
+                {"id": message_id, "found": False, "status": "unknown", "where": f"not known here (kept: {kept})"},
+                status=404,
+            )
+        return self.json({**fate, "found": True, "where": where(fate)})
+
+
+@blueprint.route("/metrics", name="metrics")
+class MetricsView(web.View):
+    """Prometheus metrics of this worker, per stop (text exposition format)."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.bytes(exposition(_watch(self).metrics), headers={"Content-Type": CONTENT_TYPE})
 
 
 @blueprint.route("/caches/", name="caches")

@@ -1,0 +1,168 @@
+"""Where each message is, or where it ended and why: a bounded record of fates by message id.
+
+The bus calls ``FateStore.record`` for every outcome (O(1): one ordered-dict update). A
+message forwarded here is *in transit* to its next stop; a delivered, dropped or
+dead-lettered one has a *terminal* fate, which is also queued for publishing on the
+``<app id>-fates`` topic, so that every worker (which reads that topic into its own store
+with ``load``) can answer for any message.
+
+Bounds: at most ``max_count`` messages (the oldest go first) and none older than
+``ttl_s`` seconds (checked every second by the worker's watch task, and on every lookup).
+A terminal fate is never replaced by an in-transit one (a message read again after a
+rebalance does not "come back to life"). Fates read from the topic are kept as the bytes
+that came in, decoded only when someone asks, so 100,000 of them take tens of MB.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .bus import Outcome
+
+IN_TRANSIT = "in_transit"
+TERMINAL = ("delivered", "dropped", "dead_lettered")
+MESSAGE_CHARS = 500
+
+# An entry is (time, terminal, what): ``what`` is a tuple for fates recorded here, the JSON
+# bytes as published for fates read from the topic.
+Entry = tuple[float, bool, Any]
+
+
+class FateStore:
+    """The fates of the last ``max_count`` messages of the last ``ttl_s`` seconds, by message id."""
+
+    def __init__(self, max_count: int, ttl_s: float, worker: str = "", clock: Callable[[], float] = time.time) -> None:
+        self.max_count = max_count
+        self.ttl_s = ttl_s
+        self.worker = worker
+        self.clock = clock
+        self.entries: OrderedDict[str, Entry] = OrderedDict()
+        # Terminal fates recorded here and not yet published; bounded like the store.
+        self.pending: deque[tuple[str, bytes]] = deque(maxlen=max(max_count, 1))
+        self.evicted = 0
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    # --- the hot path -------------------------------------------------------------------
+
+    def record(self, outcome: Outcome) -> None:
+        """Observe one outcome (the bus calls this for every message): O(1), no I/O."""
+        envelope = outcome.envelope
+        if envelope is None:
+            return
+        message_id = envelope.header.get("id")
+        if not isinstance(message_id, str) or not message_id:
+            return
+        now = outcome.received_at + outcome.elapsed
+        hops = envelope.header.get("hops")
+        if outcome.fate == "forwarded":
+            old = self.entries.get(message_id)
+            if old is not None and old[1]:
+                return
+            self._put(message_id, (now, False, (outcome.stop, outcome.detail, hops, self.worker)))
+            return
+        message = outcome.message[:MESSAGE_CHARS]
+        what = (outcome.fate, outcome.stop, outcome.detail, message, hops, self.worker, outcome.received_at, now)
+        self._put(message_id, (now, True, what))
+        self.pending.append((message_id, what))  # encoded by ``drain``, off the message path
+
+    def _put(self, message_id: str, entry: Entry) -> None:
+        entries = self.entries
+        if message_id in entries:
+            entries.move_to_end(message_id)
+        entries[message_id] = entry
+        if len(entries) > self.max_count:
+            entries.popitem(last=False)
+            self.evicted += 1
+
+    # --- publishing and reading the topic -----------------------------------------------
+
+    def drain(self, limit: int = 10_000) -> list[tuple[bytes, bytes]]:
+        """Up to ``limit`` terminal fates to publish, as (key, value) of the fates topic."""
+        batch = []
+        while self.pending and len(batch) < limit:
+            message_id, what = self.pending.popleft()
+            batch.append((message_id.encode(), json.dumps(_terminal(message_id, what)).encode()))
+        return batch
+
+    def load(self, key: bytes | None, value: bytes | None, timestamp: float) -> None:
+        """Take one record of the fates topic (``timestamp`` in seconds), unless it is too old."""
+        if not key or not value or timestamp < self.clock() - self.ttl_s:
+            return
+        self._put(key.decode(errors="replace"), (timestamp, True, value))
+
+    def expire(self) -> int:
+        """Forget fates older than ``ttl_s``; the oldest are first, so this stops at the first young one."""
+        horizon = self.clock() - self.ttl_s
+        entries, gone = self.entries, 0
+        while entries:
+            message_id = next(iter(entries))
+            if entries[message_id][0] >= horizon:
+                break
+            del entries[message_id]
+            gone += 1
+        self.evicted += gone
+        return gone
+
+    # --- asking ---------------------------------------------------------------------------
+
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        """What is known of a message here, as JSON, or None."""
+        entry = self.entries.get(message_id)
+        if entry is None or entry[0] < self.clock() - self.ttl_s:
+            return None
+        at, terminal, what = entry
+        if isinstance(what, bytes):
+            try:
+                return json.loads(what)
+            except ValueError:
+                return None
+        if terminal:
+            return _terminal(message_id, what)
+        stop, next_stop, hops, worker = what
+        return {
+            "id": message_id,
+            "status": IN_TRANSIT,
+            "stop": next_stop,
+            "detail": f"sent on to {next_stop} by {stop}",
+            "message": "",
+            "time": at,
+            "worker": worker,
+            "hops": list(hops) if isinstance(hops, list) else [],
+        }
+
+
+def _terminal(message_id: str, what: tuple[Any, ...]) -> dict[str, Any]:
+    fate, stop, detail, message, hops, worker, received, ended = what
+    last = {"stop": stop, "received": round(received, 6), "ended": round(ended, 6), "worker": worker, "fate": fate}
+    return {
+        "id": message_id,
+        "status": fate,
+        "stop": stop,
+        "detail": detail,
+        "message": message,
+        "time": ended,
+        "worker": worker,
+        "hops": [*(hops if isinstance(hops, list) else []), last],
+    }
+
+
+def where(fate: dict[str, Any]) -> str:
+    """One sentence for a person: where the message is, or where it ended and why."""
+    status, stop, detail = fate.get("status"), fate.get("stop"), fate.get("detail")
+    if status == IN_TRANSIT:
+        return f"in transit: {detail}; waiting at or being handled by {stop}"
+    if status == "delivered":
+        return f"delivered: its route ended at {stop}"
+    if status == "dropped":
+        return f"dropped at {stop}: {detail}"
+    if status == "dead_lettered":
+        message = fate.get("message")
+        return f"dead-lettered at {stop}: {detail}" + (f": {message}" if message else "")
+    return "unknown"

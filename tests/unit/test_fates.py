@@ -1,0 +1,175 @@
+"""The record of fates behind /metrobus/messages/{id}: what it keeps, for how long, and how many."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from metrobus_app import Drop, Envelope, Settings, create_app
+from metrobus_app.bus import Outcome
+from metrobus_app.fates import FateStore, where
+
+T0 = 1_800_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def moved(envelope: Envelope, stop: str, to: str, at: float) -> Outcome:
+    envelope.pop_next()
+    envelope.add_hop(stop, at - 0.001, at, "w1")
+    return Outcome(stop, "forwarded", to, envelope=envelope, received_at=at - 0.001, elapsed=0.001)
+
+
+def ended(envelope: Envelope, stop: str, fate: str, detail: str = "", at: float = T0, message: str = "") -> Outcome:
+    return Outcome(stop, fate, detail, envelope=envelope, received_at=at - 0.002, elapsed=0.002, message=message)
+
+
+def test_a_message_is_in_transit_then_ends_with_its_hops():
+    store = FateStore(10, 60, "w1", Clock())
+    envelope = Envelope.stamp({"x": 1}, ["A", "B"])
+    store.record(moved(envelope, "busdriver", "A", T0 - 2))
+    fate = store.get(envelope.id)
+    assert fate["status"] == "in_transit"
+    assert fate["stop"] == "A"
+    assert where(fate) == "in transit: sent on to A by busdriver; waiting at or being handled by A"
+    store.record(moved(envelope, "A", "B", T0 - 1))
+    assert store.get(envelope.id)["stop"] == "B"
+    store.record(ended(envelope, "B", "dropped", "not today"))
+    fate = store.get(envelope.id)
+    assert fate["status"] == "dropped"
+    assert fate["detail"] == "not today"
+    assert where(fate) == "dropped at B: not today"
+    assert [hop["stop"] for hop in fate["hops"]] == ["busdriver", "A", "B"]
+    assert fate["hops"][-1] == {"stop": "B", "received": T0 - 0.002, "ended": T0, "worker": "w1", "fate": "dropped"}
+    assert fate["time"] == T0
+
+
+def test_a_terminal_fate_is_not_replaced_by_a_late_in_transit_one():
+    store = FateStore(10, 60, "w1", Clock())
+    envelope = Envelope.stamp({"x": 1}, ["A", "B"])
+    store.record(ended(envelope, "B", "delivered"))
+    store.record(moved(Envelope.from_bytes(envelope.to_bytes()), "A", "B", T0 + 1))  # read again after a rebalance
+    assert store.get(envelope.id)["status"] == "delivered"
+
+
+def test_the_store_keeps_at_most_max_count_messages_the_oldest_go_first():
+    store = FateStore(100, 3600, "w1", Clock())
+    ids = []
+    for i in range(250):
+        envelope = Envelope.stamp({"i": i}, ["A"])
+        ids.append(envelope.id)
+        store.record(ended(envelope, "A", "delivered", at=T0 + i))
+    assert len(store) == 100
+    assert store.evicted == 150
+    assert store.get(ids[149]) is None
+    assert store.get(ids[150])["status"] == "delivered"
+    # a message seen again moves to the young end
+    store.record(ended(Envelope.from_bytes(Envelope.stamp({}, ["A"], id=ids[150]).to_bytes()), "A", "dropped", "x"))
+    store.record(ended(Envelope.stamp({}, ["A"]), "A", "delivered"))
+    assert store.get(ids[150])["status"] == "dropped"
+    assert store.get(ids[151]) is None
+
+
+def test_the_store_forgets_what_is_older_than_its_ttl():
+    clock = Clock()
+    store = FateStore(1000, 60, "w1", clock)
+    old, young = Envelope.stamp({}, ["A"]), Envelope.stamp({}, ["A"])
+    store.record(ended(old, "A", "delivered", at=T0))
+    store.record(ended(young, "A", "delivered", at=T0 + 30))
+    clock.now = T0 + 61
+    assert store.get(old.id) is None  # expired at lookup, before the sweep
+    assert store.expire() == 1
+    assert len(store) == 1
+    assert store.get(young.id)["status"] == "delivered"
+    clock.now = T0 + 91
+    assert store.expire() == 1
+    assert len(store) == 0
+
+
+def test_published_fates_round_trip_through_the_topic_format():
+    clock = Clock()
+    here, there = FateStore(10, 60, "w1", clock), FateStore(10, 60, "w2", clock)
+    envelope = Envelope.stamp({"x": "<script>alert(1)</script>"}, ["A"])
+    here.record(ended(envelope, "A", "dead_lettered", "KeyError", message="'account_number'"))
+    transit = Envelope.stamp({}, ["A", "B"])
+    here.record(moved(transit, "busdriver", "A", T0))  # in transit: not published
+    batch = here.drain()
+    assert here.drain() == []
+    assert [key for key, _ in batch] == [envelope.id.encode()]
+    for key, value in batch:
+        there.load(key, value, T0)
+    assert there.get(envelope.id) == here.get(envelope.id)
+    assert json.loads(batch[0][1])["status"] == "dead_lettered"
+    assert where(there.get(envelope.id)) == "dead-lettered at A: KeyError: 'account_number'"
+    # too old for the TTL, or a tombstone: not kept
+    there.load(b"old", batch[0][1], T0 - 61)
+    there.load(b"gone", None, T0)
+    assert there.get("old") is None and there.get("gone") is None
+    assert len(there) == 1
+
+
+def test_the_queue_of_fates_to_publish_is_bounded_too():
+    store = FateStore(5, 60, "w1", Clock())
+    for _ in range(12):
+        store.record(ended(Envelope.stamp({}, ["A"]), "A", "delivered"))
+    assert len(store.drain()) == 5
+
+
+def test_messages_without_an_id_or_an_envelope_are_not_recorded():
+    store = FateStore(10, 60, "w1", Clock())
+    store.record(Outcome("Log", "dead_lettered", "InvalidEnvelope"))
+    store.record(ended(Envelope({"route": []}, {}), "Log", "delivered"))
+    assert len(store) == 0
+
+
+async def test_the_bus_records_every_fate_of_its_messages():
+    app = create_app(Settings(app_id="unit-fates", store="memory://"))
+    bus = app.bus
+
+    async def nowhere(topic: str, key: bytes | None, value: bytes) -> None:
+        pass
+
+    bus.sender = nowhere
+
+    @bus.stop("Check")
+    def check(payload: dict) -> dict:
+        if payload.get("drop"):
+            raise Drop("told to drop")
+        if payload.get("fail"):
+            raise KeyError("fail")
+        return payload
+
+    messages = {}
+    for kind in ("ok", "drop", "fail"):
+        envelope = Envelope.stamp({kind: True}, ["Check"])
+        envelope.pop_next()
+        envelope.add_hop("busdriver", T0, T0, "w0")
+        messages[kind] = envelope.id
+        await bus.handle("Check", check, b"k", envelope.to_bytes())
+    fates = app.watch.fates
+    assert fates.get(messages["ok"])["status"] == "delivered"
+    assert fates.get(messages["drop"])["detail"] == "told to drop"
+    failed = fates.get(messages["fail"])
+    assert (failed["status"], failed["detail"], failed["message"]) == ("dead_lettered", "KeyError", "'fail'")
+    assert [hop["stop"] for hop in failed["hops"]] == ["busdriver", "Check"]
+    assert len(fates.drain()) == 3
+
+
+def test_no_fates_are_kept_when_the_count_is_zero():
+    app = create_app(Settings(app_id="unit-nofates", store="memory://", fates_max=0))
+    assert app.watch.fates.record not in app.bus.observers
+
+
+@pytest.mark.parametrize(("env", "value"), [("METROBUS_FATES_MAX", 5), ("METROBUS_FATES_TTL_S", 10)])
+def test_the_bounds_are_settings(env, value):
+    settings = Settings.from_env({env: str(value)})
+    assert (settings.fates_max, settings.fates_ttl_s) == (
+        (value, 3600) if env == "METROBUS_FATES_MAX" else (100_000, value)
+    )

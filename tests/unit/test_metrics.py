@@ -1,0 +1,98 @@
+"""Prometheus metrics read from the bus's counters, and the cluster view built from workers' snapshots."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from metrobus_app import Envelope, Settings, create_app
+from metrobus_app.bus import Outcome
+from metrobus_app.metrics import cumulative, exposition
+from metrobus_app.stats import BusStats, bucket
+from metrobus_app.watch import STALE_AFTER_S
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def record(stats: BusStats, stop: str, fate: str, detail: str = "", elapsed: float = 0.002, **kw) -> None:
+    stats.record(Outcome(stop, fate, detail, received_at=time.time() - elapsed, elapsed=elapsed, **kw))
+
+
+def test_metrics_have_per_stop_labels_and_histograms():
+    app = create_app(Settings(app_id="unit-metrics", store="memory://"))
+    stats = app.bus.stats
+    for _ in range(3):
+        record(stats, "busdriver", "forwarded", "AddEmail", elapsed=0.0005)
+    record(stats, "AddEmail", "dropped", "no email for account", elapsed=0.003)
+    record(stats, "AddEmail", "forwarded", "Log", elapsed=0.004)
+    record(stats, "Log", "dead_lettered", "KeyError")
+    envelope = Envelope.stamp({}, ["Log"], stamped_at=time.time() - 0.05)
+    record(stats, "Log", "delivered", envelope=envelope)
+    got = samples(exposition(app.watch.metrics).decode())
+    assert got[("metrobus_received_total", (("stop", "busdriver"),))] == 3
+    assert got[("metrobus_forwarded_total", (("stop", "busdriver"), ("to", "AddEmail")))] == 3
+    assert got[("metrobus_dropped_total", (("reason", "no email for account"), ("stop", "AddEmail")))] == 1
+    assert got[("metrobus_dead_lettered_total", (("error", "KeyError"), ("stop", "Log")))] == 1
+    assert got[("metrobus_delivered_total", (("stop", "Log"),))] == 1
+    assert got[("metrobus_processing_seconds_count", (("stop", "AddEmail"),))] == 2
+    assert got[("metrobus_processing_seconds_bucket", (("le", "0.001"), ("stop", "busdriver")))] == 3
+    assert got[("metrobus_processing_seconds_bucket", (("le", "0.001"), ("stop", "AddEmail")))] == 0
+    assert got[("metrobus_processing_seconds_bucket", (("le", "0.00562341"), ("stop", "AddEmail")))] == 2
+    assert abs(got[("metrobus_processing_seconds_sum", (("stop", "AddEmail"),))] - 0.007) < 1e-9
+    assert got[("metrobus_e2e_latency_seconds_count", ())] == 1
+    assert got[("metrobus_e2e_latency_seconds_bucket", (("le", "0.0316228"),))] == 0
+    assert got[("metrobus_e2e_latency_seconds_bucket", (("le", "0.0562341"),))] == 1
+    assert got[("metrobus_fates_kept", ())] == 0  # these outcomes did not go through the bus
+
+
+def test_prometheus_buckets_are_cumulative_and_exact_at_their_edges():
+    counts = {bucket(0.001): 2, bucket(0.0011): 3, bucket(50): 1, bucket(500): 4}
+    buckets = dict(cumulative(counts))
+    assert buckets["0.001"] == 2
+    assert buckets["0.00177828"] == 5
+    assert buckets["56.2341"] == 6
+    assert buckets["100"] == 10  # above 100 s, counted in the last bucket
+    assert buckets["+Inf"] == 10
+    values = [v for _, v in cumulative(counts)]
+    assert values == sorted(values)
+
+
+def test_the_cluster_view_adds_up_workers_and_gives_each_ones_share():
+    app = create_app(Settings(app_id="unit-cluster", store="memory://"))
+    watch = app.watch
+    for _ in range(30):
+        record(app.bus.stats, "AddEmail", "forwarded", "Log")
+    other = BusStats()
+    for _ in range(10):
+        record(other, "AddEmail", "forwarded", "Log")
+        record(other, "Log", "delivered")
+    now = time.time()
+    peer = {"worker": "b:1", "url": "http://b:6066/", "time": now - 1, **other.snapshot(now)}
+    old = {"worker": "c:1", "url": "http://c:6066/", "time": now - STALE_AFTER_S - 5, **other.snapshot(now)}
+    watch.take_snapshot(b"b:1", json.dumps(peer).encode())
+    watch.take_snapshot(b"c:1", json.dumps(old).encode())
+    watch.take_snapshot(watch.worker_id.encode(), json.dumps(peer).encode())  # its own: ignored
+    view = watch.stats()
+    assert view["stops"]["AddEmail"]["received"] == 30
+    cluster = view["cluster"]
+    assert cluster["stops"]["AddEmail"]["received"] == 50
+    assert cluster["stops"]["AddEmail"]["forwarded_to"] == {"Log": 50}
+    assert cluster["bus"]["delivered"] == 20
+    workers = cluster["workers"]
+    assert set(workers) == {watch.worker_id, "b:1", "c:1"}
+    assert workers[watch.worker_id]["this"] and not workers[watch.worker_id]["stale"]
+    assert workers[watch.worker_id]["stops"]["AddEmail"] == {"received": 30, "share": 0.6}
+    assert workers["b:1"]["stops"]["AddEmail"] == {"received": 10, "share": 0.2}
+    assert workers["b:1"]["share"] == round(20 / 70, 4)  # 20 of the 70 messages the three received
+    assert not workers["b:1"]["stale"] and workers["c:1"]["stale"]
+    # a record without a value forgets a worker
+    watch.take_snapshot(b"c:1", None)
+    assert "c:1" not in watch.stats()["cluster"]["workers"]

@@ -1,0 +1,208 @@
+"""Counters, percentiles, rates, dead letters and merging of the stats behind /metrobus/stats/."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from metrobus_app import Envelope
+from metrobus_app.bus import Outcome
+from metrobus_app.stats import (
+    DEAD_LETTERS_KEPT,
+    EXCERPT_CHARS,
+    BusStats,
+    Histogram,
+    bucket,
+    merge,
+    percentile,
+    upper_bound,
+    view,
+)
+
+T0 = 1_800_000_000.0  # a fixed "now", on a 5 s slot boundary
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def outcome(stop: str, fate: str, detail: str = "", *, at: float = T0, elapsed: float = 0.001, **kw) -> Outcome:
+    return Outcome(stop, fate, detail, received_at=at - elapsed, elapsed=elapsed, **kw)
+
+
+def exact(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[max(0, int(q * len(ordered) + 0.999999) - 1)]
+
+
+# --- buckets and percentiles --------------------------------------------------------------
+
+
+def test_a_bucket_holds_the_durations_up_to_its_upper_bound():
+    for k in range(-100, 40):
+        assert bucket(upper_bound(k)) == k
+        assert bucket(upper_bound(k) * 1.001) == k + 1
+    assert bucket(0) == bucket(-1) == bucket(1e-9) == -120
+    assert bucket(10_000) == 40  # above 100 s: the last bucket
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_percentiles_from_buckets_are_within_six_percent(seed):
+    rng = random.Random(seed)
+    values = [rng.lognormvariate(-6, 1.2) for _ in range(20_000)]  # around 2.5 ms, long tail
+    histogram = Histogram()
+    for value in values:
+        histogram.add(value)
+    for q in (0.5, 0.9, 0.99):
+        got = percentile(histogram.counts, q)
+        assert got == pytest.approx(exact(values, q), rel=0.065), q
+    assert histogram.total == pytest.approx(sum(values))
+    assert percentile({}, 0.5) is None
+
+
+def test_histograms_of_two_workers_merge_into_the_histogram_of_both():
+    rng = random.Random(7)
+    a, b = [rng.expovariate(200) for _ in range(3000)], [rng.expovariate(20) for _ in range(1000)]
+    stats_a, stats_b, stats_all = BusStats(Clock()), BusStats(Clock()), BusStats(Clock())
+    for values, stats in ((a, stats_a), (b, stats_b), (a + b, stats_all)):
+        for value in values:
+            stats.record(outcome("S", "forwarded", "T", elapsed=value))
+    merged = merge([json.loads(json.dumps(stats_a.snapshot(T0))), stats_b.snapshot(T0)])
+    assert merged["stops"]["S"]["processing"] == stats_all.snapshot(T0)["stops"]["S"]["processing"]
+    assert view(merged)["stops"]["S"]["processing_ms"] == view(stats_all.snapshot(T0))["stops"]["S"]["processing_ms"]
+
+
+# --- counters -----------------------------------------------------------------------------
+
+
+def test_counters_by_fate_reason_and_error_keep_the_keys_of_the_stats_view():
+    stats = BusStats(Clock())
+    stats.record(outcome("busdriver", "forwarded", "AddEmail"))
+    stats.record(outcome("busdriver", "forwarded", "AddEmail"))
+    stats.record(outcome("AddEmail", "forwarded", "Log"))
+    stats.record(outcome("AddEmail", "dropped", "no email for account"))
+    stats.record(outcome("Log", "delivered"))
+    stats.record(outcome("Log", "dead_lettered", "InvalidEnvelope", message="value is not JSON"))
+    stops = view(stats.snapshot())["stops"]
+    assert stops["busdriver"]["received"] == 2
+    assert stops["busdriver"]["forwarded_to"] == {"AddEmail": 2}
+    assert stops["AddEmail"] == {
+        **stops["AddEmail"],
+        "received": 2,
+        "forwarded": 1,
+        "forwarded_to": {"Log": 1},
+        "delivered": 0,
+        "dropped": 1,
+        "dropped_by_reason": {"no email for account": 1},
+        "dead_lettered": 0,
+        "dead_lettered_by_error": {},
+    }
+    assert stops["Log"]["delivered"] == 1
+    assert stops["Log"]["dead_lettered_by_error"] == {"InvalidEnvelope": 1}
+    assert stops["Log"]["processing_ms"]["count"] == 2
+    assert stats.as_dict() == stops
+    # the attribute API the bus's own tests use
+    assert stats["AddEmail"].dropped == {"no email for account": 1}
+
+
+def test_end_to_end_latency_is_from_the_stamp_to_delivery():
+    clock = Clock()
+    stats = BusStats(clock)
+    for latency in (0.010, 0.020, 0.030, 0.040, 1.0):
+        envelope = Envelope.stamp({"x": 1}, ["Log"], stamped_at=T0 - latency)
+        stats.record(outcome("Log", "delivered", envelope=envelope))
+    # neither a drop nor a legacy envelope without a stamp is an end-to-end latency
+    stats.record(outcome("Log", "dropped", "no", envelope=Envelope.stamp({}, ["Log"], stamped_at=T0 - 5)))
+    legacy = Envelope({"route": []}, {})
+    stats.record(outcome("Log", "delivered", envelope=legacy))
+    bus = view(stats.snapshot())["bus"]
+    assert bus["delivered"] == 6
+    assert bus["e2e_ms"]["count"] == 5
+    assert bus["e2e_ms"]["p50"] == pytest.approx(30, rel=0.07)
+    assert bus["e2e_ms"]["p99"] == pytest.approx(1000, rel=0.07)
+    assert bus["e2e_ms_last_minute"] == bus["e2e_ms"]
+    clock.now += 120
+    assert view(stats.snapshot())["bus"]["e2e_ms_last_minute"] == {"p50": None, "p99": None, "count": 0}
+
+
+# --- rates over the last minute ----------------------------------------------------------------
+
+
+def test_the_rate_is_over_the_last_minute():
+    clock = Clock(T0 - 600)
+    stats = BusStats(clock)  # started 10 minutes before T0
+    for i in range(600):  # 10 messages a second during the 60 s before T0
+        stats.record(outcome("S", "forwarded", "T", at=T0 - 60 + i / 10))
+    for i in range(100):  # and 100 long before, which must not count
+        stats.record(outcome("S", "forwarded", "T", at=T0 - 300 + i / 100))
+    rate = view(stats.snapshot(T0))["stops"]["S"]["rate_per_s"]
+    assert rate == pytest.approx(10, rel=0.1)
+    recent = view(stats.snapshot(T0))["stops"]["S"]["processing_ms_last_minute"]
+    assert 550 <= recent["count"] <= 600
+    assert view(stats.snapshot(T0 + 61))["stops"]["S"]["rate_per_s"] == 0
+    assert view(stats.snapshot(T0 + 61))["stops"]["S"]["received"] == 700
+
+
+def test_a_young_worker_divides_by_its_age_not_by_a_minute():
+    stats = BusStats(Clock(T0))
+    for i in range(50):
+        stats.record(outcome("S", "forwarded", "T", at=T0 + i / 10))
+    assert view(stats.snapshot(T0 + 5))["stops"]["S"]["rate_per_s"] == pytest.approx(10, rel=0.05)
+
+
+# --- dead letters --------------------------------------------------------------------------------
+
+
+def test_the_latest_dead_letters_are_kept_newest_first_and_cut_short():
+    stats = BusStats(Clock())
+    for i in range(DEAD_LETTERS_KEPT + 5):
+        envelope = Envelope.stamp({"i": i, "text": "x" * 1000}, ["S"])
+        stats.record(outcome("S", "dead_lettered", "KeyError", at=T0 + i, envelope=envelope, message=f"boom {i}"))
+    stats.record(outcome("S", "dead_lettered", "InvalidEnvelope", at=T0 + 100, message="value is not JSON"))
+    letters = stats.snapshot()["dead_letters"]
+    assert len(letters) == DEAD_LETTERS_KEPT
+    assert letters[0] == {
+        "time": T0 + 100,
+        "stop": "S",
+        "error": "InvalidEnvelope",
+        "message": "value is not JSON",
+        "id": None,
+        "payload": None,
+    }
+    assert letters[1]["message"] == f"boom {DEAD_LETTERS_KEPT + 4}"
+    assert letters[1]["payload"].startswith('{"i": 24, "text": "xxx')
+    assert len(letters[1]["payload"]) == EXCERPT_CHARS
+    assert letters[-1]["message"] == "boom 6"
+
+
+# --- the cluster: merging snapshots -------------------------------------------------------------
+
+
+def test_merged_snapshots_add_counters_rates_and_interleave_dead_letters():
+    a, b = BusStats(Clock(T0 - 100)), BusStats(Clock(T0 - 100))
+    for i in range(30):
+        a.record(outcome("S", "forwarded", "T", at=T0 - 30 + i))
+        a.record(outcome("T", "dropped", "no", at=T0 - 30 + i))
+    for i in range(10):
+        b.record(outcome("S", "forwarded", "U", at=T0 - 10 + i))
+        b.record(outcome("T", "dead_lettered", "KeyError", at=T0 - 10 + i, message=f"b{i}"))
+    a.record(outcome("T", "dead_lettered", "ValueError", at=T0 - 5, message="a"))
+    # snapshots travel as JSON between workers
+    merged = view(merge(json.loads(json.dumps(s.snapshot(T0))) for s in (a, b)))
+    s = merged["stops"]["S"]
+    assert s["received"] == 40
+    assert s["forwarded_to"] == {"T": 30, "U": 10}
+    # at T0 the window is the 11 full 5 s slots before it: 55 s
+    assert s["rate_per_s"] == pytest.approx(40 / 55, rel=0.01)
+    t = merged["stops"]["T"]
+    assert t["dropped_by_reason"] == {"no": 30}
+    assert t["dead_lettered_by_error"] == {"KeyError": 10, "ValueError": 1}
+    assert [d["message"] for d in merged["dead_letters"][:3]] == ["b9", "b8", "b7"]
+    assert "a" in [d["message"] for d in merged["dead_letters"]]
+    assert view(merge([]))["stops"] == {}
