@@ -1,15 +1,31 @@
-"""The busdriver: the one smart stop, it reads each raw record once and stamps its route."""
+"""The busdriver: the one smart stop, it reads each raw record once and stamps its route.
 
-from metrobus_app import busdriver
+The route comes from rules (``routes.toml`` beside this file, or the rules stored in the
+bus, which take precedence): see ``metrobus_app/route_rules.py`` and README, "Routing".
+"""
 
-DEFAULT_ROUTE = ["AddEmail", "WhiteList", "Log"]
-ROUTES = {
-    # An audit record needs the contact point but goes to everyone, whitelisted or not.
-    "AUDIT": ["AddEmail", "Log"],
-}
+from pathlib import Path
+
+from metrobus_app import bus, busdriver
+from metrobus_app.route_rules import RouteRules
+from metrobus_app.rules import compile_rules, load_file
+
+RULES_FILE = Path(__file__).with_name("routes.toml")
+rules = RouteRules.declare(bus, RULES_FILE)
 
 
 @busdriver()
-def route(record: dict) -> list[str]:
-    """Choose the route by the record's message_type_code."""
-    return ROUTES.get(record.get("message_type_code"), DEFAULT_ROUTE)
+async def route(record: dict) -> tuple:
+    """The route of the first rule that matches the record, else the default route."""
+    return await rules.route(record)
+
+
+# The file's rules as the seed's table, message_type_code -> route, for code that routes
+# without a bus (the benchmark's raw relay, the demo test's expectations).
+_FILE = compile_rules(load_file(RULES_FILE))
+DEFAULT_ROUTE = list(_FILE.default)
+ROUTES = {
+    rule["match"]["message_type_code"]: rule["route"]
+    for rule in _FILE.document["rules"]
+    if set(rule["match"]) == {"message_type_code"} and isinstance(rule["match"]["message_type_code"], str)
+}

@@ -9,6 +9,7 @@ from .bus import Bus, Outcome
 from .commands import register_commands
 from .envelope import Envelope
 from .errors import ConfigError, Drop, InvalidEnvelope, MetrobusError, UnknownStop
+from .route import Route
 from .settings import Settings
 from .web import blueprint
 
@@ -33,6 +34,7 @@ __all__ = [
     "MetrobusApp",
     "MetrobusError",
     "Outcome",
+    "Route",
     "Settings",
     "UnknownStop",
     "app",

@@ -16,6 +16,7 @@ import faust
 from .cache import Cache
 from .envelope import Envelope, decode_object
 from .errors import Drop, InvalidEnvelope, UnknownStop
+from .route import FANOUT, RouteStop, fan_out, send_late_copies, stamp
 from .safety import (
     REPLAY_COUNT_HEADER,
     REPLAY_ID_HEADER,
@@ -51,7 +52,8 @@ class Outcome:
 
     ``detail`` is the next stop, the drop reason or the error type (``message`` then says
     what went wrong). Observers (stats, the record of fates) also get the envelope, when the
-    value was one, and the time it took.
+    value was one, and the time it took. A fan-out is forwarded with ``detail`` naming every
+    stop a copy went to (``"Log+Archive"``) and ``copies`` saying how many copies were sent.
     """
 
     stop: str
@@ -61,6 +63,7 @@ class Outcome:
     received_at: float = field(default=0.0, compare=False, repr=False)
     elapsed: float = field(default=0.0, compare=False, repr=False)
     message: str = field(default="", compare=False, repr=False)
+    copies: int = field(default=1, compare=False, repr=False)
 
 
 Observer = Callable[[Outcome], None]
@@ -134,23 +137,26 @@ class Bus:
         for cache in self.caches.values():
             await self.changelog_topic(cache).maybe_declare()
 
-    def stop(self, name: str, *, concurrency: int = 1) -> Callable[[StopFunction], StopFunction]:
+    def stop(self, name: str, *, concurrency: int = 1, route: bool = False) -> Callable[[StopFunction], StopFunction]:
         """Declare a stop: ``fn(payload)`` returns the payload to go on, or None to drop it.
 
         ``fn`` may be sync or async; it may raise ``Drop(reason)``. Any other exception
         sends the message to the dead-letter topic. The function is returned unchanged,
-        so it can be called directly in tests.
+        so it can be called directly in tests. With ``route=True`` it is ``fn(payload,
+        route)``: ``route`` (``metrobus_app.route.Route``) can detour, skip or replace the
+        steps ahead.
         """
 
         def register(fn: StopFunction) -> StopFunction:
             if name in self.stops:
                 raise ValueError(f"stop {name!r} is declared twice")
             self.stops[name] = fn
+            call = RouteStop(fn, name, self) if route else fn
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
                 async for event in stream.events():
-                    yield await self.handle(name, fn, event.key, event.value)
+                    yield await self.handle(name, call, event.key, event.value)
 
             run.__name__ = run.__qualname__ = f"stop_{name}"
             self._add_agent(name, self.topic(name), run, concurrency)
@@ -212,8 +218,10 @@ class Bus:
             check_envelope(envelope, self.settings)
         except InvalidEnvelope as exc:
             return await self.dead_letter(stop, key, raw, exc)
+        if FANOUT in envelope.header:  # a 0.0.x stop may have passed a fan-out step: copy it here
+            await send_late_copies(self, stop, key, envelope)
         try:
-            payload = await _call(fn, envelope.payload)
+            payload = await _call(fn, envelope if isinstance(fn, RouteStop) else envelope.payload)
         except Drop as drop:
             return self._dropped(stop, drop.reason, envelope)
         except Exception as exc:
@@ -256,7 +264,7 @@ class Bus:
                 envelope = route
             else:
                 check_route(route, self.settings)
-                envelope = Envelope.stamp(record, route)
+                envelope = stamp(record, route)  # Envelope.stamp, with fan-out steps (route.py)
             if message_id:
                 envelope.header["id"] = message_id
                 if replays:
@@ -294,6 +302,9 @@ class Bus:
             check_hops(envelope, self.settings)
         except HopLimitExceeded as error:
             return await self.dead_letter(stop, key, arriving(envelope), error, envelope, topic=next_stop)
+        copies = fan_out(envelope)
+        if len(copies) > 1:
+            return await self._fan_out(envelope, copies, key, stop=stop, received_at=received_at)
         envelope.pop_next()
         now = time.time()
         envelope.add_hop(stop, received_at or now, now, self.worker_id)
@@ -305,6 +316,23 @@ class Bus:
                 raise
             return await self.dead_letter(stop, key, value, exc.__cause__ or exc, envelope, topic=next_stop)
         return Outcome(stop, FORWARDED, next_stop, envelope=envelope)
+
+    async def _fan_out(
+        self, envelope: Envelope, copies: list[Envelope], key: bytes | None, *, stop: str, received_at: float | None
+    ) -> Outcome:
+        """Forward one copy to each stop of a fan-out step (``route.fan_out``); all or, for an unknown stop, none."""
+        names = [copy.route[-1] for copy in copies]
+        unknown = [name for name in names if name not in self.known_stops]
+        if unknown:
+            known = ", ".join(sorted(self.known_stops))
+            error = UnknownStop(f"fan-out names unknown stop {unknown[0]!r} (known: {known})")
+            value = arriving(copies[names.index(unknown[0])])
+            return await self.dead_letter(stop, key, value, error, envelope, topic=unknown[0])
+        for copy in copies:
+            outcome = await self.forward(copy, key, stop=stop, received_at=received_at)
+            if outcome.fate != FORWARDED:
+                return outcome
+        return Outcome(stop, FORWARDED, "+".join(names), envelope=envelope, copies=len(copies))
 
     async def dead_letter(
         self,

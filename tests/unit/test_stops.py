@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.busdriver import DEFAULT_ROUTE, route
+from agents.busdriver import DEFAULT_ROUTE, route, rules
 from agents.contactpoint import add_email
 from agents.logstop import log_message
 from agents.whitelist import check_whitelist
@@ -41,10 +41,21 @@ async def through(stop: str, payload: dict, route_ahead: list[str]) -> dict | No
         return agent.results[event.message.offset]
 
 
-def test_the_busdriver_routes_by_message_type_code():
-    assert route({"message_type_code": "ALTABC"}) == DEFAULT_ROUTE == ["AddEmail", "WhiteList", "Log"]
-    assert route({"message_type_code": "AUDIT"}) == ["AddEmail", "Log"]
-    assert route({}) == DEFAULT_ROUTE
+@pytest.fixture()
+def no_stored_rules():
+    """The busdriver's rule store open and caught up, with no rules stored: the rules file applies."""
+    rules.cache.open("memory://", Path("unused"))
+    rules.cache.ready.set()
+    yield rules
+    rules.cache.close()
+    rules.cache.ready.clear()
+
+
+async def test_the_busdriver_routes_by_message_type_code(no_stored_rules):
+    assert list(await route({"message_type_code": "ALTABC"})) == DEFAULT_ROUTE == ["AddEmail", "WhiteList", "Log"]
+    assert list(await route({"message_type_code": "AUDIT"})) == ["AddEmail", "Log"]
+    assert list(await route({})) == DEFAULT_ROUTE
+    assert no_stored_rules.source == "file"
 
 
 def test_contactpoint_adds_the_email_or_drops(caches):
