@@ -7,7 +7,7 @@ dead-lettered one has a *terminal* fate, which is also queued for publishing on 
 with ``load``) can answer for any message.
 
 Bounds: at most ``max_count`` messages (the oldest go first) and none older than
-``ttl_s`` seconds (checked every second by the worker's watch task, and on every lookup).
+``ttl_s`` seconds (swept every 0.5 s by the worker's watch task, and checked on every lookup).
 A terminal fate is never replaced by an in-transit one (a message read again after a
 rebalance does not "come back to life"). Fates read from the topic are kept as the bytes
 that came in, decoded only when someone asks, so 100,000 of them take tens of MB.

@@ -157,7 +157,9 @@ def main(
             str(accounts),
         )
         click.secho("\nThe demo bus is running.", fg="green", bold=True)
+        click.echo(f"  dashboard:           {url}")
         click.echo(f"  what each stop did:  {url}stats/")
+        click.echo(f"  Prometheus metrics:  {url}metrics")
         click.echo(f"  cache sizes:         {url}caches/")
         click.echo(f"  one lookup:          {url}caches/emails/{1_000_000 + accounts - 1}")
         click.echo(f"  worker log:          {worker_log}")

@@ -1,8 +1,7 @@
-"""Prometheus metrics read from the bus's counters, and the cluster view built from workers' snapshots."""
+"""Prometheus metrics, read from the bus's counters when scraped."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,7 +10,6 @@ from metrobus_app import Envelope, Settings, create_app
 from metrobus_app.bus import Outcome
 from metrobus_app.metrics import cumulative, exposition
 from metrobus_app.stats import BusStats, bucket
-from metrobus_app.watch import STALE_AFTER_S
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -63,36 +61,3 @@ def test_prometheus_buckets_are_cumulative_and_exact_at_their_edges():
     assert buckets["+Inf"] == 10
     values = [v for _, v in cumulative(counts)]
     assert values == sorted(values)
-
-
-def test_the_cluster_view_adds_up_workers_and_gives_each_ones_share():
-    app = create_app(Settings(app_id="unit-cluster", store="memory://"))
-    watch = app.watch
-    for _ in range(30):
-        record(app.bus.stats, "AddEmail", "forwarded", "Log")
-    other = BusStats()
-    for _ in range(10):
-        record(other, "AddEmail", "forwarded", "Log")
-        record(other, "Log", "delivered")
-    now = time.time()
-    peer = {"worker": "b:1", "url": "http://b:6066/", "time": now - 1, **other.snapshot(now)}
-    old = {"worker": "c:1", "url": "http://c:6066/", "time": now - STALE_AFTER_S - 5, **other.snapshot(now)}
-    watch.take_snapshot(b"b:1", json.dumps(peer).encode())
-    watch.take_snapshot(b"c:1", json.dumps(old).encode())
-    watch.take_snapshot(watch.worker_id.encode(), json.dumps(peer).encode())  # its own: ignored
-    view = watch.stats()
-    assert view["stops"]["AddEmail"]["received"] == 30
-    cluster = view["cluster"]
-    assert cluster["stops"]["AddEmail"]["received"] == 50
-    assert cluster["stops"]["AddEmail"]["forwarded_to"] == {"Log": 50}
-    assert cluster["bus"]["delivered"] == 20
-    workers = cluster["workers"]
-    assert set(workers) == {watch.worker_id, "b:1", "c:1"}
-    assert workers[watch.worker_id]["this"] and not workers[watch.worker_id]["stale"]
-    assert workers[watch.worker_id]["stops"]["AddEmail"] == {"received": 30, "share": 0.6}
-    assert workers["b:1"]["stops"]["AddEmail"] == {"received": 10, "share": 0.2}
-    assert workers["b:1"]["share"] == round(20 / 70, 4)  # 20 of the 70 messages the three received
-    assert not workers["b:1"]["stale"] and workers["c:1"]["stale"]
-    # a record without a value forgets a worker
-    watch.take_snapshot(b"c:1", None)
-    assert "c:1" not in watch.stats()["cluster"]["workers"]

@@ -1,0 +1,86 @@
+"""The cluster view built from workers' snapshots, and asking other workers where a message is."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from aiohttp import web
+
+from metrobus_app import Envelope, Settings, create_app
+from metrobus_app.bus import Outcome
+from metrobus_app.embedded_broker import free_port
+from metrobus_app.stats import BusStats
+from metrobus_app.watch import STALE_AFTER_S
+
+
+def record(stats: BusStats, stop: str, fate: str, detail: str = "", elapsed: float = 0.002, **kw) -> None:
+    stats.record(Outcome(stop, fate, detail, received_at=time.time() - elapsed, elapsed=elapsed, **kw))
+
+
+def test_the_cluster_view_adds_up_workers_and_gives_each_ones_share():
+    app = create_app(Settings(app_id="unit-cluster", store="memory://"))
+    watch = app.watch
+    for _ in range(30):
+        record(app.bus.stats, "AddEmail", "forwarded", "Log")
+    other = BusStats()
+    for _ in range(10):
+        record(other, "AddEmail", "forwarded", "Log")
+        record(other, "Log", "delivered")
+    now = time.time()
+    peer = {"worker": "b:1", "url": "http://b:6066/", "time": now - 1, **other.snapshot(now)}
+    old = {"worker": "c:1", "url": "http://c:6066/", "time": now - STALE_AFTER_S - 5, **other.snapshot(now)}
+    watch.take_snapshot(b"b:1", json.dumps(peer).encode())
+    watch.take_snapshot(b"c:1", json.dumps(old).encode())
+    watch.take_snapshot(watch.worker_id.encode(), json.dumps(peer).encode())  # its own: ignored
+    view = watch.stats()
+    assert view["stops"]["AddEmail"]["received"] == 30
+    cluster = view["cluster"]
+    assert cluster["stops"]["AddEmail"]["received"] == 50
+    assert cluster["stops"]["AddEmail"]["forwarded_to"] == {"Log": 50}
+    assert cluster["bus"]["delivered"] == 20
+    workers = cluster["workers"]
+    assert set(workers) == {watch.worker_id, "b:1", "c:1"}
+    assert workers[watch.worker_id]["this"] and not workers[watch.worker_id]["stale"]
+    assert workers[watch.worker_id]["stops"]["AddEmail"] == {"received": 30, "share": 0.6}
+    assert workers["b:1"]["stops"]["AddEmail"] == {"received": 10, "share": 0.2}
+    assert workers["b:1"]["share"] == round(20 / 70, 4)  # 20 of the 70 messages the three received
+    assert not workers["b:1"]["stale"] and workers["c:1"]["stale"]
+    # a record without a value forgets a worker
+    watch.take_snapshot(b"c:1", None)
+    assert "c:1" not in watch.stats()["cluster"]["workers"]
+
+
+async def test_a_message_in_transit_here_is_looked_up_on_the_other_workers():
+    app = create_app(Settings(app_id="unit-find", store="memory://"))
+    watch = app.watch
+    envelope = Envelope.stamp({"x": 1}, ["A", "B"])
+    envelope.pop_next()
+    envelope.add_hop("busdriver", time.time(), time.time(), watch.worker_id)
+    watch.fates.record(Outcome("busdriver", "forwarded", "A", envelope=envelope, received_at=time.time()))
+    assert (await watch.find(envelope.id))["status"] == "in_transit"  # no other worker yet
+
+    asked = []
+
+    async def answer(request: web.Request) -> web.Response:
+        asked.append((request.match_info["id"], request.query.get("local")))
+        if request.match_info["id"] != envelope.id:
+            return web.json_response({"found": False}, status=404)
+        return web.json_response({"id": envelope.id, "status": "delivered", "stop": "B", "time": time.time()})
+
+    peer = web.Application()
+    peer.router.add_get("/metrobus/messages/{id}", answer)
+    runner = web.AppRunner(peer)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        now = time.time()
+        for name, url, age in (("b:1", f"http://127.0.0.1:{port}/", 1), ("c:1", "http://127.0.0.1:9/", 1)):
+            watch.take_snapshot(name.encode(), json.dumps({"url": url, "time": now - age}).encode())
+        fate = await watch.find(envelope.id)
+        assert fate["status"] == "delivered"
+        assert asked == [(envelope.id, "1")]  # asked for its own record only; the dead peer did not hold it up
+        assert await watch.find("nobody-knows") is None
+    finally:
+        await runner.cleanup()
