@@ -4,6 +4,7 @@
 ``METROBUS_MODULES`` (default: the ``agents`` package).
 """
 
+from .accounting_commands import register_accounting_commands
 from .app import MetrobusApp, create_app
 from .bus import Bus, Outcome
 from .commands import register_commands
@@ -23,6 +24,7 @@ stop = bus.stop
 busdriver = bus.busdriver
 
 register_commands(app)
+register_accounting_commands(app)
 blueprint.register(app, url_prefix="/metrobus/")
 
 __all__ = [

@@ -7,6 +7,7 @@ from typing import Any
 import faust
 from faust.transport import by_url
 
+from .broker_health import wait_for_broker, watch_broker
 from .bus import Bus
 from .cache_loader import CacheLoader
 from .commands import one_line_errors
@@ -25,10 +26,16 @@ class MetrobusApp(faust.App):
         super().__init__(settings.app_id, **options)
         self.bus = Bus(self, settings)
         install_delivery(self)  # sends watched, commits gated, exactly-once fixes: see delivery.py
+        self.task(watch_broker)
         self.task(self.start_bus)
         # Stats and fates of the whole cluster: see watch.py.
         self.watch = Watch(self)
         self.task(self.watch.run)
+
+    async def on_first_start(self) -> None:
+        """Before Faust's clients start: wait for the broker, with backoff, saying so (broker_health.py)."""
+        await super().on_first_start()
+        await wait_for_broker(self.settings)
 
     async def start_bus(self) -> None:
         """Create the bus's topics, then load and follow the caches until the worker stops."""
