@@ -6,11 +6,14 @@ dead-lettered one has a *terminal* fate, which is also queued for publishing on 
 ``<app id>-fates`` topic, so that every worker (which reads that topic into its own store
 with ``load``) can answer for any message.
 
-Bounds: at most ``max_count`` messages (the oldest go first) and none older than
-``ttl_s`` seconds (swept every 0.5 s by the worker's watch task, and checked on every lookup).
+Bounds: at most ``max_count`` records (the oldest go first) and none older than ``ttl_s``
+seconds (swept every 0.5 s by the worker's watch task, and checked on every lookup). Fates
+read from the topic are kept as the bytes that came in, decoded only when someone asks, so
+100,000 of them take tens of MB.
+
 A terminal fate is never replaced by an in-transit one (a message read again after a
-rebalance does not "come back to life"). Fates read from the topic are kept as the bytes
-that came in, decoded only when someone asks, so 100,000 of them take tens of MB.
+rebalance does not "come back to life"). The copies of a fan-out share the message id; each
+copy (``header.copy``) has a record of its own, and a lookup of the message lists them all.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
     from .bus import Outcome
 
 IN_TRANSIT = "in_transit"
+COPIED = "copied"
+COPY_MARK = "#copy="  # the record of copy "2" of message "abc" is "abc#copy=2"
 TERMINAL = ("delivered", "dropped", "dead_lettered")
 MESSAGE_CHARS = 500
 
@@ -45,6 +50,8 @@ class FateStore:
         # Terminal fates recorded here and not yet published; bounded like the store.
         self.pending: deque[tuple[str, bytes]] = deque(maxlen=max(max_count, 1))
         self.evicted = 0
+        # Message id -> the keys of its copies' records (fan-out), so a lookup can list them.
+        self.copies: dict[str, set[str]] = {}
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -56,11 +63,15 @@ class FateStore:
         envelope = outcome.envelope
         if envelope is None:
             return
-        message_id = envelope.header.get("id")
+        header = envelope.header
+        message_id = header.get("id")
         if not isinstance(message_id, str) or not message_id:
             return
+        copy = header.get("copy")
+        if copy:
+            message_id = f"{message_id}{COPY_MARK}{copy}"
         now = outcome.received_at + outcome.elapsed
-        hops = envelope.header.get("hops")
+        hops = header.get("hops")
         if outcome.fate == "forwarded":
             old = self.entries.get(message_id)
             if old is not None and old[1]:
@@ -72,14 +83,25 @@ class FateStore:
         self._put(message_id, (now, True, what))
         self.pending.append((message_id, what))  # encoded by ``drain``, off the message path
 
-    def _put(self, message_id: str, entry: Entry) -> None:
+    def _put(self, key: str, entry: Entry) -> None:
         entries = self.entries
-        if message_id in entries:
-            entries.move_to_end(message_id)
-        entries[message_id] = entry
-        if len(entries) > self.max_count:
-            entries.popitem(last=False)
+        if key in entries:
+            entries.move_to_end(key)
+        elif COPY_MARK in key:
+            self.copies.setdefault(key.partition(COPY_MARK)[0], set()).add(key)
+        entries[key] = entry
+        while len(entries) > self.max_count:
+            self._forget(entries.popitem(last=False)[0])
             self.evicted += 1
+
+    def _forget(self, key: str) -> None:
+        if COPY_MARK in key:
+            message_id = key.partition(COPY_MARK)[0]
+            keys = self.copies.get(message_id)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self.copies[message_id]
 
     # --- publishing and reading the topic -----------------------------------------------
 
@@ -102,10 +124,11 @@ class FateStore:
         horizon = self.clock() - self.ttl_s
         entries, gone = self.entries, 0
         while entries:
-            message_id = next(iter(entries))
-            if entries[message_id][0] >= horizon:
+            key = next(iter(entries))
+            if entries[key][0] >= horizon:
                 break
-            del entries[message_id]
+            del entries[key]
+            self._forget(key)
             gone += 1
         self.evicted += gone
         return gone
@@ -113,8 +136,22 @@ class FateStore:
     # --- asking ---------------------------------------------------------------------------
 
     def get(self, message_id: str) -> dict[str, Any] | None:
-        """What is known of a message here, as JSON, or None."""
-        entry = self.entries.get(message_id)
+        """What is known of a message here, as JSON, or None; a fanned-out one lists its ``copies``."""
+        fate = self._get(message_id)
+        keys = self.copies.get(message_id)
+        copies = [copy for copy in map(self._get, sorted(keys, key=_copy_order)) if copy] if keys else []
+        if not copies:
+            return fate
+        fate = dict(fate) if fate is not None else {"id": message_id, "message": "", "worker": None, "hops": []}
+        if fate.get("status", IN_TRANSIT) == IN_TRANSIT:
+            fate.update(status=COPIED, time=max(copy.get("time", 0) for copy in copies))
+            fate.setdefault("stop", None)
+            fate.setdefault("detail", "")
+        fate["copies"] = copies
+        return fate
+
+    def _get(self, key: str) -> dict[str, Any] | None:
+        entry = self.entries.get(key)
         if entry is None or entry[0] < self.clock() - self.ttl_s:
             return None
         at, terminal, what = entry
@@ -124,10 +161,12 @@ class FateStore:
             except ValueError:
                 return None
         if terminal:
-            return _terminal(message_id, what)
+            return _terminal(key, what)
         stop, next_stop, hops, worker = what
+        message_id, _, copy = key.partition(COPY_MARK)
         return {
             "id": message_id,
+            **({"copy": copy} if copy else {}),
             "status": IN_TRANSIT,
             "stop": next_stop,
             "detail": f"sent on to {next_stop} by {stop}",
@@ -138,11 +177,18 @@ class FateStore:
         }
 
 
-def _terminal(message_id: str, what: tuple[Any, ...]) -> dict[str, Any]:
+def _copy_order(key: str) -> list[int]:
+    """Copies in order: 1, 2, 2.1, 2.2, 10."""
+    return [int(part) if part.isdigit() else 0 for part in key.partition(COPY_MARK)[2].split(".")]
+
+
+def _terminal(key: str, what: tuple[Any, ...]) -> dict[str, Any]:
     fate, stop, detail, message, hops, worker, received, ended = what
     last = {"stop": stop, "received": round(received, 6), "ended": round(ended, 6), "worker": worker, "fate": fate}
+    message_id, _, copy = key.partition(COPY_MARK)
     return {
         "id": message_id,
+        **({"copy": copy} if copy else {}),
         "status": fate,
         "stop": stop,
         "detail": detail,
@@ -156,6 +202,9 @@ def _terminal(message_id: str, what: tuple[Any, ...]) -> dict[str, Any]:
 def where(fate: dict[str, Any]) -> str:
     """One sentence for a person: where the message is, or where it ended and why."""
     status, stop, detail = fate.get("status"), fate.get("stop"), fate.get("detail")
+    if fate.get("copies"):
+        first = f"copied: {detail}" if status == COPIED and detail else "copied"
+        return "; ".join([first, *(f"copy {copy.get('copy')}: {where(copy)}" for copy in fate["copies"])])
     if status == IN_TRANSIT:
         return f"in transit: {detail}; waiting at or being handled by {stop}"
     if status == "delivered":

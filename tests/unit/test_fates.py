@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -173,3 +174,54 @@ def test_the_bounds_are_settings(env, value):
     assert (settings.fates_max, settings.fates_ttl_s) == (
         (value, 3600) if env == "METROBUS_FATES_MAX" else (100_000, value)
     )
+
+
+async def test_the_copies_of_a_fan_out_each_have_their_fate_under_the_message():
+    app = create_app(Settings(app_id="unit-fanout-fates", store="memory://"))
+    bus = app.bus
+    sent: list[tuple[str, bytes]] = []
+
+    async def keep(topic: str, key: bytes | None, value: bytes) -> None:
+        sent.append((topic, value))
+
+    bus.sender = keep
+
+    @bus.stop("A")
+    def a(payload: dict) -> dict:
+        return payload
+
+    @bus.stop("B")
+    def b(payload: dict) -> dict:
+        raise Drop("B does not want it")
+
+    @bus.busdriver()
+    def route(record: dict) -> list:
+        return ["A+B"]
+
+    outcome = await bus.handle_record("busdriver", route, b"k", json.dumps({"x": 1}).encode())
+    assert outcome.detail == "A+B"
+    message_id = outcome.envelope.id
+    fate = app.watch.fates.get(message_id)
+    assert fate["status"] == "in_transit"
+    for topic, value in list(sent):
+        await bus.handle(topic, {"A": a, "B": b}[topic], b"k", value)
+    fate = app.watch.fates.get(message_id)
+    assert fate["status"] == "copied"
+    assert [(c["copy"], c["status"], c["stop"]) for c in fate["copies"]] == [
+        ("1", "delivered", "A"),
+        ("2", "dropped", "B"),
+    ]
+    assert where(fate) == (
+        "copied: sent on to A+B by busdriver; copy 1: delivered: its route ended at A; "
+        "copy 2: dropped at B: B does not want it"
+    )
+    # Published under their own keys, and found the same way on another worker.
+    there = FateStore(10, 60, "w2")
+    for key, value in app.watch.fates.drain():
+        there.load(key, value, time.time())
+    assert [(c["copy"], c["status"]) for c in there.get(message_id)["copies"]] == [("1", "delivered"), ("2", "dropped")]
+    # Forgetting a copy's record forgets it in the index too.
+    there.max_count = 1
+    there.load(b"other", b'{"id": "other", "status": "delivered"}', time.time())
+    assert there.get(message_id) is None
+    assert there.copies == {}
