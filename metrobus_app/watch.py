@@ -72,6 +72,7 @@ class Watch:
         self.fates_topic_name = f"{self.settings.app_id}-fates"
         self.fates_published = 0
         self._topics: dict[str, Any] = {}
+        self._declared = False  # nothing is sent before the topics exist with their settings
         self.metrics = registry(self.bus, self.fates)
 
     @property
@@ -183,6 +184,7 @@ class Watch:
         topics = [self.stats_topic_name] + ([self.fates_topic_name] if self.settings.fates_max > 0 else [])
         for name in topics:
             await self.topic(name).maybe_declare()
+        self._declared = True
         consumer = watch_consumer(self.settings)
         await consumer.start()
         try:
@@ -208,17 +210,26 @@ class Watch:
 
     async def publish_stats(self) -> None:
         """Send this worker's snapshot to the stats topic."""
+        if not self._declared:
+            return
         value = json.dumps(self.snapshot(), separators=(",", ":")).encode()
-        await self.topic(self.stats_topic_name).send(key=self.worker_id.encode(), value=value)
+        await self.app.producer.send(self.stats_topic_name, self.worker_id.encode(), value, None, None, None)
 
     async def publish_fates(self) -> None:
-        """Send the terminal fates recorded since the last call to the fates topic."""
-        if self.settings.fates_max <= 0:
+        """Hand the terminal fates recorded since the last call to the producer, for the fates topic.
+
+        Straight to Faust's producer, not through ``Topic.send``: these are plain records of a
+        topic no agent consumes, and through the topic they cost about three times as much
+        (7 % of a busy worker's CPU instead of 2.3 %, ``bus_benchmark.py --profile``). Faust
+        flushes the producer before it commits offsets, so once a commit is made the fates
+        of the messages it covers are on the broker (``delivery.py`` calls this first).
+        """
+        if self.settings.fates_max <= 0 or not self._declared:
             return
-        topic = self.topic(self.fates_topic_name)
+        producer, name = self.app.producer, self.fates_topic_name
         while batch := self.fates.drain():
             for key, value in batch:
-                await topic.send(key=key, value=value)
+                await producer.send(name, key, value, None, None, None)
             self.fates_published += len(batch)
 
     async def _read(self, consumer: AIOKafkaConsumer, topics: list[str]) -> None:
