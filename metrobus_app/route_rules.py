@@ -86,6 +86,8 @@ class RouteRules:
         """Give ``bus`` route rules seeded from ``file``, the ``routes`` command and web view."""
         if bus in _declared:
             raise ValueError("route rules are declared twice for this bus")
+        if CACHE_NAME in bus.caches:
+            raise ValueError(f"a cache named {CACHE_NAME!r} would share the route rules' changelog")
         rules = _declared[bus] = cls(bus, file)
         bus.app.task(rules._load)
         from .routes_cli import register_routes_command  # not at the top: they import this module
