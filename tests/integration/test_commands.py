@@ -42,7 +42,7 @@ def test_the_demo_runs_says_where_to_look_and_runs_again(tmp_path):
     [
         (["push", "--count", "lots"], "Invalid value for '--count'"),
         (["warm", "--emails", "/no/such/emails.dat"], "does not exist"),
-        (["warm"], "name at least one file"),
+        (["warm"], "name a source"),
         (["make-data", "--email-share", "2"], "Invalid value for '--email-share'"),
         (["push", "--count", "1"], "cannot talk to the broker at kafka://127.0.0.1:"),
     ],
