@@ -180,3 +180,6 @@ async def publish_fates_before_commit(app: Any) -> None:
     watch = getattr(app, "watch", None)
     if watch is not None:
         await watch.publish_fates()
+        if app.settings.processing_guarantee == EXACTLY_ONCE:
+            # A transactional commit flushes only the transactions; the fates go outside them.
+            await app.producer.flush()
