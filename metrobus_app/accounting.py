@@ -183,11 +183,15 @@ def reconcile(
         if message_id not in pushed:
             result.not_from_source += 1
             continue
-        last = its[-1]
+        # Fan-out copies of one message each end on their own; only repeats of one copy are duplicates.
+        by_copy: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for fate in its:
+            by_copy[str(fate.get("copy", ""))].append(fate)
+        last = by_copy[min(by_copy)][-1]
         result.fates[last["status"]] += 1
         if last["status"] != "delivered":
             result.reasons[last["status"]][str(last.get("detail", ""))] += 1
-        extra = len(its) - 1 - replays[message_id]
+        extra = sum(len(copies) - 1 for copies in by_copy.values()) - replays[message_id]
         if extra > 0:
             result.duplicates[message_id] = extra
     result.unaccounted = sorted(pushed - ended.keys())

@@ -157,6 +157,21 @@ def test_reconcile_counts_each_message_once_and_lists_duplicates_and_the_missing
     assert "unaccounted: 1" in "\n".join(result.lines())
 
 
+def test_reconcile_counts_fan_out_copies_apart_from_duplicates():
+    source = [_record("Source", 0, offset) for offset in range(2)]
+    ids = [source_id("Source", 0, offset, 1000) for offset in range(2)]
+
+    def copy_fate(message_id, copy, status="delivered"):
+        body = {"id": message_id, "status": status, "detail": "", "copy": copy}
+        return _record("metrobus-fates", 0, 0, json.dumps(body).encode())
+
+    fates = [copy_fate(ids[0], "1"), copy_fate(ids[0], "2"), copy_fate(ids[1], "1"), copy_fate(ids[1], "1")]
+    result = reconcile(source, fates, [])
+    assert result.fates == {"delivered": 2}
+    assert result.duplicates == {ids[1]: 1}
+    assert result.unaccounted == []
+
+
 def _letter(offset, stop="Flaky", error="RuntimeError", replays=0, replayable=True, **body):
     value = json.dumps({"header": {"route": ["Log"], "historical_route": ["Flaky"], "id": f"m{offset}"}, "payload": {}})
     fields = {"stop": stop, "error": error, "message": "boom", "id": f"m{offset}", "topic": stop}
