@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import io
 import json
 import math
 import os
@@ -30,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -582,7 +584,7 @@ def get_json(url: str) -> Any:
 
 
 def wait_for_caches(worker: Process, want: dict[str, int], timeout: float) -> float:
-    """Wait until the worker's /metrobus/caches/ shows every warmed entry; the seconds it took."""
+    """Wait until the worker's /metrobus/caches/ shows every warmed entry (and ready, where it says); the seconds."""
     started = time.monotonic()
     have: Any = None
     while True:
@@ -591,13 +593,11 @@ def wait_for_caches(worker: Process, want: dict[str, int], timeout: float) -> fl
                 f"{worker.name} exited with code {worker.popen.returncode}; log tail:\n{worker.log_tail()}"
             )
         try:
-            have = {
-                name: info["entries"]
-                for name, info in get_json(f"http://127.0.0.1:{worker.port}/metrobus/caches/").items()
-            }
-            if have == want:
+            caches = get_json(f"http://127.0.0.1:{worker.port}/metrobus/caches/")
+            have = {name: info["entries"] for name, info in caches.items()}
+            if have == want and all(info.get("ready", True) for info in caches.values()):
                 return time.monotonic() - started
-        except (OSError, ValueError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             pass
         if time.monotonic() - started > timeout:
             raise BenchmarkError(f"{worker.name}'s caches did not load in {timeout:.0f} s (have {have}, want {want})")
@@ -871,19 +871,27 @@ def git(*args: str, cwd: Path = ROOT) -> str | None:
         return None
 
 
-def provenance(source: Path) -> dict[str, Any]:
+def provenance(source: Path, snapshot_of: str | None) -> dict[str, Any]:
     """Which code ran: the commit, whether tracked files differed from it, and the tree the workers ran."""
+    if snapshot_of is not None:
+        return {"git_commit": snapshot_of, "git_dirty": False, "source": str(source), "source_kind": "snapshot"}
     commit = git("rev-parse", "HEAD", cwd=source)
     if commit is not None:
         dirty = bool(git("status", "--porcelain", "--untracked-files=no", cwd=source))
-        return {"git_commit": commit, "git_dirty": dirty, "source": str(source), "source_is_snapshot": False}
-    # Not a git tree (e.g. `git archive HEAD | tar -x`): the commit is this repo's HEAD when the run began.
-    return {
-        "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": None,
-        "source": str(source),
-        "source_is_snapshot": True,
-    }
+        return {"git_commit": commit, "git_dirty": dirty, "source": str(source), "source_kind": "working tree"}
+    return {"git_commit": None, "git_dirty": None, "source": str(source), "source_kind": "other"}
+
+
+def take_snapshot(into: Path) -> str:
+    """Extract this repository's HEAD into ``into`` (``git archive``); the commit it is."""
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        raise click.ClickException("--snapshot needs git and a commit in this repository")
+    archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=ROOT, capture_output=True, check=True)
+    into.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(into, filter="data")
+    return commit
 
 
 def machine() -> dict[str, Any]:
@@ -950,7 +958,12 @@ def _ints(value: str) -> list[int]:
     "--source",
     type=click.Path(file_okay=False, exists=True, path_type=Path),
     default=ROOT,
-    help="Tree whose metrobus the workers run [this repo]; e.g. a `git archive` snapshot.",
+    help="Tree whose metrobus the workers run [this repo's working tree].",
+)
+@click.option(
+    "--snapshot",
+    is_flag=True,
+    help="Run the code of HEAD (a `git archive` copy), not the working tree, which others may edit meanwhile.",
 )
 @click.option("--work-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help="Keep logs here.")
 @click.option(
@@ -975,6 +988,7 @@ def main(
     stall: float,
     out: Path | None,
     source: Path,
+    snapshot: bool,
     work_dir: Path | None,
     profile_dir: Path | None,
 ) -> None:
@@ -986,13 +1000,20 @@ def main(
     partitions = _ints(partitions_list or ("4" if quick else "1,4"))
     if fetch_wait_ms is None:
         fetch_wait_ms = int(os.environ.get("METROBUS_FETCH_WAIT_MS") or DEFAULT_FETCH_WAIT_MS)
-    source = source.resolve()
-    project = load_project(source)
-    origin = provenance(source)
+    if snapshot and source.resolve() != ROOT:
+        raise click.UsageError("give --source or --snapshot, not both")
     begun = time.monotonic()
     work = work_dir.resolve() if work_dir else Path(tempfile.mkdtemp(prefix="metrobus-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
+        snapshot_of = None
+        if snapshot:
+            source = work / "source"
+            shutil.rmtree(source, ignore_errors=True)
+            snapshot_of = take_snapshot(source)
+        source = source.resolve()
+        project = load_project(source)
+        origin = provenance(source, snapshot_of)
         data = work / "data"
         env = {k: v for k, v in os.environ.items() if not k.startswith("METROBUS_")}
         env["METROBUS_DATA_DIR"] = str(work / "make-data")

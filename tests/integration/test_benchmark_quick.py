@@ -62,7 +62,17 @@ RATIOS = {
 }
 SETTINGS = {"count", "rate", "paced_seconds", "accounts", "workers", "partitions", "METROBUS_FETCH_WAIT_MS"}
 MACHINE = {"nproc", "python", "platform"}
-REPORT = {"git_commit", "git_dirty", "source", "timestamp", "settings", "machine", "scenarios", "raw_relay"}
+REPORT = {
+    "git_commit",
+    "git_dirty",
+    "source",
+    "source_kind",
+    "timestamp",
+    "settings",
+    "machine",
+    "scenarios",
+    "raw_relay",
+}
 
 
 def missing(fields: set[str], found: dict) -> set[str]:
