@@ -89,11 +89,14 @@ class Bus:
         self.sender: Sender = self._send_to_topic
         self.observers: list[Observer] = [self.stats.record]
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._known_stops: frozenset[str] | None = None
 
     @property
-    def known_stops(self) -> set[str]:
+    def known_stops(self) -> frozenset[str]:
         """Stops a route may name: this app's own and the configured external ones."""
-        return set(self.stops) | set(self.settings.external_stops)
+        if self._known_stops is None:
+            self._known_stops = frozenset(self.stops) | frozenset(self.settings.external_stops)
+        return self._known_stops
 
     def topic(self, name: str) -> faust.TopicT:
         """The topic of a stop (or Source, Error), declared with the bus's partition count."""
@@ -150,6 +153,7 @@ class Bus:
         def register(fn: StopFunction) -> StopFunction:
             if name in self.stops:
                 raise ValueError(f"stop {name!r} is declared twice")
+            self._known_stops = None
             self.stops[name] = fn
             call = RouteStop(fn, name, self) if route else fn
 

@@ -46,6 +46,9 @@ class Settings:
     redis_url: str = _setting(
         "redis://127.0.0.1:6379/0", "METROBUS_REDIS_URL", "Redis that cache warms read from (--redis-url overrides)."
     )
+    linger_ms: int = _setting(
+        5, "METROBUS_LINGER_MS", "How long the producer waits to fill a batch; Faust's default is 0."
+    )
     fetch_wait_ms: int = _setting(
         10, "METROBUS_FETCH_WAIT_MS", "Longest a fetch waits for data; Faust hard-codes 1500 ms."
     )
