@@ -8,12 +8,15 @@ from typing import Any
 import faust
 from faust.transport import by_url
 
+from .auth import WebGuard
 from .broker_health import wait_for_broker, watch_broker
 from .bus import Bus
 from .cache_loader import CacheLoader
 from .commands import one_line_errors
 from .credentials import broker_credentials
 from .delivery import install as install_delivery
+from .redaction import install as install_redaction
+from .redaction import settings_secrets
 from .settings import Settings
 from .transport import Transport
 from .watch import Watch
@@ -37,7 +40,12 @@ class MetrobusApp(faust.App):
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         self.settings = settings
+        # Who may use the web server (auth.py), and secrets kept out of every log record (redaction.py).
+        self.web_guard = WebGuard.from_settings(settings)
+        install_redaction(settings_secrets(settings, self.web_guard.token))
+        options.setdefault("web_application_options", self.web_guard.application_options())
         super().__init__(settings.app_id, **options)
+        self.task(self.web_guard.announce)
         self.bus = Bus(self, settings)
         install_delivery(self)  # sends watched, commits gated, exactly-once fixes: see delivery.py
         self.task(watch_broker)

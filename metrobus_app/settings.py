@@ -21,7 +21,7 @@ def _setting(default: Any, env: str, doc: str) -> Any:
 
 
 def _is_secret(env: str) -> bool:
-    return "PASSWORD" in env
+    return "PASSWORD" in env or env == "METROBUS_ADMIN_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,18 @@ class Settings:
     ssl_keyfile: str = _setting(
         "", "METROBUS_SSL_KEYFILE", "Private key (PEM) of METROBUS_SSL_CERTFILE when it is not in that file."
     )
+    admin_token: str = _setting(
+        "", "METROBUS_ADMIN_TOKEN", "Bearer token the web server's write actions need; unset: writes disabled."
+    )
+    admin_token_file: str = _setting(
+        "", "METROBUS_ADMIN_TOKEN_FILE", "File holding the admin token (instead of METROBUS_ADMIN_TOKEN)."
+    )
+    web_auth: str = _setting(
+        "writes", "METROBUS_WEB_AUTH", "What needs the admin token: writes, or all (every view but the dashboard page)."
+    )
+    web_max_body_bytes: int = _setting(
+        65_536, "METROBUS_WEB_MAX_BODY_BYTES", "Largest request body a write view takes (413 above)."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -112,6 +124,9 @@ class Settings:
         from .delivery import check_guarantee  # not at the top: delivery.py uses this module
 
         check_guarantee(settings)
+        from .auth import check_web_auth  # not at the top: auth.py uses this module
+
+        check_web_auth(settings)
         return settings
 
     @property
@@ -135,6 +150,10 @@ class Settings:
 def _show(env: str, value: Any) -> str:
     if _is_secret(env):
         return "***" if value else ""
+    if isinstance(value, str) and "://" in value:
+        from .redaction import redact  # a URL's password (redis://:pass@host) shows as ***
+
+        return redact(value)
     return ",".join(value) if isinstance(value, tuple) else str(value)
 
 

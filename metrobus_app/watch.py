@@ -169,7 +169,9 @@ class Watch:
         answers = [local]
         if urls:
             timeout = aiohttp.ClientTimeout(total=ASK_PEERS_TIMEOUT_S)
-            async with aiohttp.ClientSession(timeout=timeout) as session:
+            guard = getattr(self.app, "web_guard", None)  # METROBUS_WEB_AUTH=all: peers want the token too
+            headers = guard.peer_headers() if guard is not None else {}
+            async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
                 answers += await asyncio.gather(*(_ask(session, url, message_id) for url in sorted(urls)))
         known = [answer for answer in answers if answer]
         if not known:
