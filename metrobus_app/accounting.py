@@ -22,10 +22,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from .credentials import client_options
+from .plain_clients import plain_consumer
 from .safety import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_header, source_id
 from .settings import Settings
 
@@ -46,16 +47,7 @@ async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord]:
     The end offsets the broker reports are not trusted alone (the embedded broker's can be short
     by a batch): reading stops at an empty fetch once every partition is past its end offset.
     """
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.app_id}-accounting",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=200,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        **client_options(settings),
-    )
+    consumer = plain_consumer(settings, "accounting", min_wait_ms=200)
     await consumer.start()
     try:
         if topic not in await consumer.topics():

@@ -22,8 +22,8 @@ from .transport import Transport
 from .watch import Watch
 
 
-class MetrobusWorker(faust.Worker):
-    """Faust's worker without the terminal spinner.
+class Worker(faust.Worker):
+    """Faust's worker without the terminal spinner (same class name, so its log still says ``[^Worker]: Ready``).
 
     To spin on every log record, Faust's worker sets the root logger to DEBUG whenever the
     log level is WARN or above, so every ``debug`` call of Faust, aiokafka and mode builds a
@@ -97,7 +97,7 @@ def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> Met
         broker_session_timeout=10,
         broker_heartbeat_interval=1,
         producer_linger_ms=settings.linger_ms,
-        Worker=MetrobusWorker,
+        Worker=Worker,
         web_in_thread=False,
         processing_guarantee=settings.processing_guarantee,
     )

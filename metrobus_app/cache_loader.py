@@ -11,7 +11,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from .cache import Cache
-from .credentials import client_options
+from .plain_clients import plain_consumer
 from .settings import Settings
 
 log = logging.getLogger("metrobus.caches")
@@ -20,17 +20,8 @@ PROGRESS_EVERY = 5.0
 
 
 def changelog_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A plain consumer for reading changelogs whole: no group, from the start, big fetches."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.app_id}-caches",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=max(settings.fetch_wait_ms, 100),
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-        **client_options(settings),
-    )
+    """A plain consumer for reading changelogs whole."""
+    return plain_consumer(settings, "caches")
 
 
 def fingerprint(key: bytes | None, value: bytes | None) -> int:

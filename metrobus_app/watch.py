@@ -28,9 +28,9 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .credentials import client_options
 from .fates import IN_TRANSIT, FateStore
 from .metrics import registry
+from .plain_clients import plain_consumer
 from .settings import Settings
 from .stats import merge, view
 
@@ -44,16 +44,8 @@ ASK_PEERS_TIMEOUT_S = 1.5
 
 
 def watch_consumer(settings: Settings) -> AIOKafkaConsumer:
-    """A plain consumer of the stats and fates topics: no group, every worker reads everything."""
-    return AIOKafkaConsumer(
-        bootstrap_servers=settings.bootstrap_servers,
-        client_id=f"{settings.app_id}-watch",
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        fetch_max_wait_ms=max(settings.fetch_wait_ms, 200),
-        **client_options(settings),
-    )
+    """A plain consumer of the stats and fates topics: every worker reads everything."""
+    return plain_consumer(settings, "watch", min_wait_ms=200)
 
 
 class Watch:
