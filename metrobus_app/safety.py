@@ -14,6 +14,7 @@ from typing import Any
 
 from .envelope import HISTORICAL_ROUTE, ROUTE, Envelope
 from .errors import InvalidEnvelope, MetrobusError
+from .redaction import redact_known
 from .settings import Settings
 
 MAX_HOPS = "max_hops"  # header field: this message's hop limit (the busdriver may set it per route)
@@ -122,7 +123,7 @@ def letter(
     body: dict[str, Any] = {
         "stop": stop,
         "error": kind,
-        "message": str(error),
+        "message": redact_known(str(error)),  # no configured secret in a dead letter
         "time": now,
         "id": envelope.id if envelope is not None else None,
         "topic": topic,

@@ -20,6 +20,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .redaction import redact_known
+
 if TYPE_CHECKING:
     from .bus import Outcome
 
@@ -218,7 +220,7 @@ def _letter(time_: float, stop: str, error: str, message: str, id_: str | None, 
         "time": time_,
         "stop": stop,
         "error": error,
-        "message": message[:EXCERPT_CHARS],
+        "message": redact_known(message)[:EXCERPT_CHARS],
         "id": id_,
         "payload": None if payload is None else _excerpt(payload),
     }

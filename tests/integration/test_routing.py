@@ -18,7 +18,8 @@ from .conftest import Worker, bus_env, produce, read_topic, run_cli
 
 pytestmark = pytest.mark.integration
 
-EXTRA = {"METROBUS_MODULES": "agents,tests.integration.extra_stops"}
+ADMIN_TOKEN = "routing-tests-admin-token"  # the web view's writes need it (see test_auth.py)
+EXTRA = {"METROBUS_MODULES": "agents,tests.integration.extra_stops", "METROBUS_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
 def call(worker: Worker, method: str, path: str, body: object = None) -> tuple[int, dict]:
@@ -26,6 +27,8 @@ def call(worker: Worker, method: str, path: str, body: object = None) -> tuple[i
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(f"http://127.0.0.1:{worker.port}{path}", data=data, method=method)
     request.add_header("Content-Type", "application/json")
+    if "METROBUS_ADMIN_TOKEN" in worker.env:
+        request.add_header("Authorization", f"Bearer {worker.env['METROBUS_ADMIN_TOKEN']}")
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
             return response.status, json.load(response)
@@ -179,7 +182,7 @@ def test_a_worker_running_one_stop_beside_one_running_the_others(broker, workers
     warmed = run_cli(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
     assert warmed.returncode == 0, warmed.stderr
     main = workers("main", METROBUS_STOPS="busdriver,AddEmail,Log")
-    white = workers("white", METROBUS_STOPS="WhiteList")
+    white = workers("white", METROBUS_STOPS="WhiteList", METROBUS_ADMIN_TOKEN=ADMIN_TOKEN)
     for worker in (main, white):
         worker.wait_ready()
         worker.wait_caches({"emails": 320, "whitelist": 160})

@@ -68,3 +68,15 @@ def test_the_app_redacts_every_record_of_every_logger_from_its_creation():
     text = stream.getvalue()
     assert SASL not in text and "rpw-42" not in text
     assert "password=***" in text and "redis://default:***@cache:6379" in text
+
+
+def test_dead_letters_and_stats_do_not_carry_a_configured_secret():
+    from metrobus_app.safety import letter
+    from metrobus_app.stats import _letter
+
+    install([SASL])
+    body = letter("AddEmail", RuntimeError(f"login as bus:{SASL} refused"), b"{}", 1.0, topic="AddEmail")
+    assert body["message"] == "login as bus:*** refused"
+    assert _letter(1.0, "AddEmail", "RuntimeError", f"redis://:{SASL}@r and {SASL}", None, None)["message"] == (
+        "redis://:***@r and ***"
+    )
