@@ -22,7 +22,8 @@ URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)(?P<
 
 def redact(text: str, secrets: Iterable[str] = ()) -> str:
     """``text`` with every secret value and every URL password replaced by ``***``."""
-    text = URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+    if "://" in text:
+        text = URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     for secret in sorted(set(secrets), key=len, reverse=True):
         if len(secret) >= MIN_SECRET_CHARS and secret in text:
             text = text.replace(secret, MASK)

@@ -182,3 +182,31 @@ async def test_writes_are_disabled_without_a_token():
         assert (await client.get("/metrobus/routes/")).status == 200
     finally:
         await client.close()
+
+
+async def test_under_web_auth_all_a_worker_sends_the_token_when_it_asks_its_peers():
+    import time
+
+    from metrobus_app import create_app
+    from metrobus_app.embedded_broker import free_port
+
+    worker = create_app(Settings(app_id="unit-auth-peers", store="memory://", admin_token=TOKEN, web_auth="all"))
+    asked = []
+
+    async def answer(request: aioweb.Request) -> aioweb.Response:
+        asked.append(request.match_info["id"])
+        return aioweb.json_response({"id": "m1", "status": "delivered", "stop": "Log", "time": time.time()})
+
+    peer = aioweb.Application(**WebGuard(TOKEN, "all").application_options())  # a peer that wants the token
+    peer.router.add_get("/metrobus/messages/{id}", answer)
+    runner = aioweb.AppRunner(peer)
+    await runner.setup()
+    port = free_port()
+    await aioweb.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        snapshot = {"url": f"http://127.0.0.1:{port}/", "time": time.time()}
+        worker.watch.take_snapshot(b"b:1", json.dumps(snapshot).encode())
+        assert (await worker.watch.find("m1"))["status"] == "delivered"
+        assert asked == ["m1"]
+    finally:
+        await runner.cleanup()
