@@ -145,6 +145,10 @@ def test_write_views_need_the_token_and_secrets_stay_out_of_the_log(broker, work
     shown = run_cli({**env, "METROBUS_ADMIN_TOKEN": TOKEN, "METROBUS_REDIS_URL": redis_url}, "settings")
     assert shown.returncode == 0 and "redis://:***@127.0.0.1:1/0" in shown.stdout, shown.stdout + shown.stderr
     assert TOKEN not in shown.stdout + shown.stderr and REDIS_PASSWORD not in shown.stdout + shown.stderr
+    # A warm from a Redis that does not answer names it without its password.
+    warm = run_cli({**env, "METROBUS_REDIS_URL": redis_url}, "warm", "--emails-hash", "emails")
+    assert warm.returncode != 0 and "redis://:***@127.0.0.1:1/0" in warm.stderr, warm.stdout + warm.stderr
+    assert REDIS_PASSWORD not in warm.stdout + warm.stderr
     locked.stop()
     closed.stop()
     log = locked.log_text()
