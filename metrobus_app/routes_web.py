@@ -14,7 +14,8 @@ DELETE /metrobus/routes/NAME        remove that rule
 A write answers once this worker applies it (other workers within about a second) with
 the rules in use, as GET does. An invalid change answers 400 (404 for a rule that is not
 there, 409 for adding a name that is) with ``{"error": "..."}`` and changes nothing.
-Every write goes through ``_write``: the one place to check who may change the rules.
+Every write goes through ``_write``; who may write is checked before any view runs, by the
+web guard of ``auth.py`` (the admin token), which stands in front of every view of the worker.
 """
 
 from __future__ import annotations
