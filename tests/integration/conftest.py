@@ -7,9 +7,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -162,6 +163,39 @@ def read_topic(broker: EmbeddedBroker, topic: str, expect: int, *, timeout: floa
                 return records
     finally:
         consumer.close()
+
+
+def make_and_warm(env: dict[str, str], data: Path, accounts: int, seed: int) -> subprocess.CompletedProcess[str]:
+    """``make-data`` into ``data``, then ``warm`` both caches from it; return the warm's result."""
+    made = run_cli(env, "make-data", "--out", str(data), "--accounts", str(accounts), "--seed", str(seed))
+    assert made.returncode == 0, made.stderr
+    warmed = run_cli(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
+    assert warmed.returncode == 0, warmed.stderr
+    return warmed
+
+
+def run_0_0_x_stop(
+    bootstrap: str, topic: str, stop: threading.Event, work: Callable[[dict], dict | None] = lambda m: m
+) -> None:
+    """A stop as metrobus 0.0.x wrote it (kafka-python): ``work`` the message, pop route[-1],
+    append it to historical_route, send the JSON on; ``work`` returning None drops it."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    while not (partitions := consumer.partitions_for_topic(topic)):
+        time.sleep(0.1)
+    consumer.assign([TopicPartition(topic, p) for p in partitions])
+    while not stop.is_set():
+        for batch in consumer.poll(timeout_ms=100).values():
+            for record in batch:
+                message = work(json.loads(record.value))
+                if message is None:
+                    continue
+                next_topic = message["header"]["route"].pop()
+                message["header"]["historical_route"].append(next_topic)
+                producer.send(next_topic, key=record.key, value=json.dumps(message).encode())
+        producer.flush()
+    consumer.close()
+    producer.close()
 
 
 def produce(broker: EmbeddedBroker, topic: str, values: list[tuple[bytes | None, bytes | None]]) -> None:

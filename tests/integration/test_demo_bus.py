@@ -10,7 +10,7 @@ import pytest
 from agents.busdriver import DEFAULT_ROUTE, ROUTES
 from tables.files import ReadReport, read_emails, read_whitelist
 
-from .conftest import bus_env, read_topic, run_cli
+from .conftest import bus_env, make_and_warm, read_topic, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -42,10 +42,7 @@ def xs(records: list) -> list[int]:
 def test_every_pushed_record_is_forwarded_to_the_end_or_dropped_for_a_reason(broker, workers, tmp_path):
     env = bus_env(broker.url, tmp_path / "cli")
     data = tmp_path / "data"
-    made = run_cli(env, "make-data", "--out", str(data), "--accounts", str(ACCOUNTS), "--seed", "3")
-    assert made.returncode == 0, made.stderr
-    warmed = run_cli(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
-    assert warmed.returncode == 0, warmed.stderr
+    warmed = make_and_warm(env, data, ACCOUNTS, seed=3)
     assert "emails: 1600 added, 0 changed, 0 removed, 0 unchanged; 1600 entries now" in warmed.stdout
     assert "whitelist: 800 added, 0 changed, 0 removed, 0 unchanged; 800 entries now" in warmed.stdout
 

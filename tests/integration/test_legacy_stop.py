@@ -4,38 +4,26 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tables.files import ReadReport, read_emails, read_whitelist
 
-from .conftest import bus_env, read_topic, run_cli
+from .conftest import bus_env, read_topic, run_0_0_x_stop, run_cli
 
 pytestmark = pytest.mark.integration
 
 
-def legacy_whitelist_stop(bootstrap: str, whitelist: set[str], stop: threading.Event) -> None:
-    """The seed's whitelist stop, as 0.0.x wrote it: pop route[-1], append to history, send JSON."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    while not (partitions := consumer.partitions_for_topic("WhiteList")):
-        time.sleep(0.1)
-    consumer.assign([TopicPartition("WhiteList", p) for p in partitions])
-    while not stop.is_set():
-        for batch in consumer.poll(timeout_ms=100).values():
-            for record in batch:
-                message = json.loads(record.value)
-                if message["payload"]["email"] not in whitelist:
-                    continue
-                message["payload"]["whitelist"] = True
-                next_topic = message["header"]["route"].pop()
-                message["header"]["historical_route"].append(next_topic)
-                producer.send(next_topic, key=record.key, value=json.dumps(message).encode())
-        producer.flush()
-    consumer.close()
-    producer.close()
+def whitelisting(whitelist: set[str]):  # type: ignore[no-untyped-def]
+    """The seed's whitelist callback: mark the message, or drop it (None)."""
+
+    def work(message: dict) -> dict | None:
+        if message["payload"]["email"] not in whitelist:
+            return None
+        message["payload"]["whitelist"] = True
+        return message
+
+    return work
 
 
 def test_a_0_0_x_stop_replaces_whitelist_between_our_stops(broker, workers, tmp_path):
@@ -49,7 +37,9 @@ def test_a_0_0_x_stop_replaces_whitelist_between_our_stops(broker, workers, tmp_
 
     whitelist = {email for email, _ in read_whitelist(data / "whitelist.dat", ReadReport(data))}
     stop = threading.Event()
-    legacy = threading.Thread(target=legacy_whitelist_stop, args=(broker.bootstrap, whitelist, stop), daemon=True)
+    legacy = threading.Thread(
+        target=run_0_0_x_stop, args=(broker.bootstrap, "WhiteList", stop, whitelisting(whitelist)), daemon=True
+    )
     legacy.start()
     try:
         assert run_cli(env, "push", "--count", "300", "--accounts", "500", "--seed", "2").returncode == 0

@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from metrobus_app import Envelope
 
-from .conftest import Worker, bus_env, produce, read_topic, run_cli
+from .conftest import Worker, bus_env, make_and_warm, produce, read_topic, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -80,10 +80,7 @@ def wait_for_fate(worker: Worker, message_id: str, status: str, timeout: float =
 def test_two_workers_show_the_whole_cluster_as_the_topics_do(broker, workers, tmp_path):
     env = bus_env(broker.url, tmp_path / "cli")
     data = tmp_path / "data"
-    made = run_cli(env, "make-data", "--out", str(data), "--accounts", str(ACCOUNTS), "--seed", "3")
-    assert made.returncode == 0, made.stderr
-    warmed = run_cli(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
-    assert warmed.returncode == 0, warmed.stderr
+    make_and_warm(env, data, ACCOUNTS, seed=3)
 
     a, b = workers("a"), workers("b")
     for worker in (a, b):

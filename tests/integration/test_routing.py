@@ -10,11 +10,10 @@ import urllib.error
 import urllib.request
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from tables.files import ReadReport, read_emails, read_whitelist
 
-from .conftest import Worker, bus_env, produce, read_topic, run_cli
+from .conftest import Worker, bus_env, produce, read_topic, run_0_0_x_stop, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -102,25 +101,6 @@ def test_a_rule_changed_by_the_cli_or_the_web_view_routes_the_next_records(broke
     worker.wait_for("/metrobus/routes/", lambda view: view["source"] == "file", 5)
 
 
-def legacy_stop(bootstrap: str, topic: str, stop: threading.Event) -> None:
-    """A 0.0.x stop: pop route[-1], append it to historical_route, send the JSON on."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
-    producer = KafkaProducer(bootstrap_servers=bootstrap)
-    while not (partitions := consumer.partitions_for_topic(topic)):
-        time.sleep(0.1)
-    consumer.assign([TopicPartition(topic, p) for p in partitions])
-    while not stop.is_set():
-        for batch in consumer.poll(timeout_ms=100).values():
-            for record in batch:
-                message = json.loads(record.value)
-                next_topic = message["header"]["route"].pop()
-                message["header"]["historical_route"].append(next_topic)
-                producer.send(next_topic, key=record.key, value=json.dumps(message).encode())
-        producer.flush()
-    consumer.close()
-    producer.close()
-
-
 def test_fan_out_to_two_sinks_a_detour_and_a_0_0_x_stop_before_a_fan_out(broker, workers, tmp_path):
     extra = {**EXTRA, "METROBUS_EXTERNAL_STOPS": "Legacy"}
     env = bus_env(broker.url, tmp_path / "cli", **extra)
@@ -135,7 +115,7 @@ def test_fan_out_to_two_sinks_a_detour_and_a_0_0_x_stop_before_a_fan_out(broker,
     wait_revision(worker, 1)
 
     stop = threading.Event()
-    legacy = threading.Thread(target=legacy_stop, args=(broker.bootstrap, "Legacy", stop), daemon=True)
+    legacy = threading.Thread(target=run_0_0_x_stop, args=(broker.bootstrap, "Legacy", stop), daemon=True)
     legacy.start()
     try:
         send(broker, [{"n": n, "amount": 500 if n % 2 else 5} for n in range(6)] + [{"n": 50, "kind": "legacy"}])
