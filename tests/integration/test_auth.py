@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 from metrobus_app.routes_web import routes_blueprint
 from metrobus_app.web import blueprint
@@ -182,8 +183,7 @@ def test_web_auth_all_protects_reads_and_the_dashboard_asks_for_the_token(broker
     assert status == 200 and 'id="login"' in page
 
     assert Path(CHROMIUM).exists() or shutil.which("chromium"), "chromium is missing: apt-get install chromium"
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra has it)")
-    with sync_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page()

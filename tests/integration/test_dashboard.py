@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
 from metrobus_app import Envelope
 
@@ -37,7 +38,6 @@ ACCOUNTS, PUSHED = 500, 300
 
 def test_the_dashboard_shows_the_bus_and_keeps_html_from_the_bus_as_text(broker, workers, tmp_path):
     assert Path(CHROMIUM).exists() or shutil.which("chromium"), "chromium is missing: apt-get install chromium"
-    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra has it)")
 
     env = bus_env(broker.url, tmp_path / "cli")
     data = tmp_path / "data"
@@ -57,7 +57,7 @@ def test_the_dashboard_shows_the_bus_and_keeps_html_from_the_bus_as_text(broker,
 
     ARTIFACTS.mkdir(exist_ok=True)
     dialogs: list[str] = []
-    with sync_api.sync_playwright() as playwright:
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
