@@ -16,6 +16,7 @@ import faust
 from .cache import Cache
 from .envelope import Envelope, decode_object
 from .errors import Drop, InvalidEnvelope, UnknownStop
+from .intake import events
 from .route import FANOUT, RouteStop, fan_out, send_late_copies, stamp
 from .safety import (
     REPLAY_COUNT_HEADER,
@@ -159,7 +160,7 @@ class Bus:
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
-                async for event in stream.events():
+                async for event in events(stream):
                     yield await self.handle(name, call, event.key, event.value)
 
             run.__name__ = run.__qualname__ = f"stop_{name}"
@@ -177,7 +178,7 @@ class Bus:
 
         def register(fn: RouteFunction) -> RouteFunction:
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
-                async for event in stream.events():
+                async for event in events(stream):
                     yield await self.handle_record(name, fn, event.key, event.value, event.message)
 
             run.__name__ = run.__qualname__ = name

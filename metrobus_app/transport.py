@@ -6,9 +6,11 @@ that wait, so it bounds the end-to-end latency (DESIGN.md measured ~1 s a hop wi
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, ClassVar
 
 import aiokafka
+from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from .delivery import TransactionManager, guard_of
@@ -37,6 +39,61 @@ class Consumer(faust_aiokafka.Consumer):
         if guard is not None:
             await guard.run_hooks()
         return await super()._commit_offsets(offsets, start_new_transaction)
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - runs in every worker
+        """Faust's fetch loop, with the flow-suspension race set up once per batch, not per message.
+
+        Faust wraps the delivery of *each* record in ``wait_first(deliver, suspend_flow.wait())``:
+        four futures and an ``asyncio.wait`` per message, about a fifth of a stop's CPU on a busy
+        bus (benchmarks/bus_benchmark.py --profile). Here a whole fetched batch is delivered inside
+        one such race, so a rebalance still interrupts delivery, and a record of a batch is only
+        delivered while the flow is active.
+        """
+        should_stop, fetcher_should_stop = self._stopped.is_set, fetcher._stopped.is_set
+        try:
+            while not (should_stop() or fetcher_should_stop()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                batch = [item async for item in self.getmany(timeout=1.0)]
+                await asyncio.sleep(0)
+                if batch and not self.should_stop:
+                    await self.wait_first(self._deliver(batch), self.suspend_flow.wait())
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, batch: list[tuple[Any, Any]]) -> None:
+        """Hand fetched records to the conductor in order, as Faust's loop does (gaps, commit_every)."""
+        callback, read_offsets = self.callback, self._read_offset
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        generation = self.app.consumer_generation_id
+        for n, (tp, message) in enumerate(batch, 1):
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return
+            if n % 100 == 0:
+                await asyncio.sleep(0)
+            offset, read_offset = message.offset, read_offsets[tp]
+            if read_offset is not None and offset < read_offset:
+                continue
+            if read_offset and offset - read_offset > 1 and acks_enabled_for(message.topic):
+                await self._add_gap(tp, read_offset + 1, offset)
+            if self._commit_every is not None and self._n_acked >= self._commit_every:
+                self._n_acked = 0
+                await self.commit()
+            await callback(message)
+            read_offsets[tp] = offset
 
     async def _commit(self, offsets: Any) -> bool:
         # Faust has flushed the producer; a send that failed means: commit nothing.
