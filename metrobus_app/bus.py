@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+from faust.agents.agent import current_agent
 
 from .cache import Cache
 from .envelope import Envelope, decode_object
@@ -49,7 +50,7 @@ FORWARDED, DELIVERED, DROPPED, DEAD_LETTERED = "forwarded", "delivered", "droppe
 
 @dataclass
 class Outcome:
-    """What a stop did with one message; a stop's agent yields one per message.
+    """What a stop did with one message; a stop's agent yields one per message to its sinks.
 
     ``detail`` is the next stop, the drop reason or the error type (``message`` then says
     what went wrong). Observers (stats, the record of fates) also get the envelope, when the
@@ -160,8 +161,11 @@ class Bus:
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
+                sinks = _sinks_of_current_agent()
                 async for event in events(stream):
-                    yield await self.handle(name, call, event.key, event.value)
+                    outcome = await self.handle(name, call, event.key, event.value)
+                    if sinks:
+                        yield outcome
 
             run.__name__ = run.__qualname__ = f"stop_{name}"
             self._add_agent(name, self.topic(name), run, concurrency)
@@ -178,8 +182,11 @@ class Bus:
 
         def register(fn: RouteFunction) -> RouteFunction:
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
+                sinks = _sinks_of_current_agent()
                 async for event in events(stream):
-                    yield await self.handle_record(name, fn, event.key, event.value, event.message)
+                    outcome = await self.handle_record(name, fn, event.key, event.value, event.message)
+                    if sinks:
+                        yield outcome
 
             run.__name__ = run.__qualname__ = name
             self._add_agent(name, self.topic(self.settings.source_topic), run, 1)
@@ -376,6 +383,17 @@ class Bus:
 
     async def _send_to_topic(self, topic: str, key: bytes | None, value: bytes) -> None:
         await self.topic(topic).send(key=key, value=value)
+
+
+def _sinks_of_current_agent() -> list[Any]:
+    """The running agent's sinks (Faust's test context adds one to record ``agent.results``).
+
+    A stop's agent yields its outcomes only while it has a sink: Faust handles every yielded
+    value (a debug log line, a reply check), about 4% of a stop's CPU for values nobody reads.
+    The list is the agent's own, so a sink added later is seen.
+    """
+    agent = current_agent()
+    return agent._sinks if agent is not None else []
 
 
 async def _call(fn: Callable[[Any], Any], arg: Any) -> Any:

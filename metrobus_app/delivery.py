@@ -136,8 +136,11 @@ def install(app: Any) -> DeliveryGuard:
     guard.on_failure = crash
 
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        # Straight to Faust's producer (its transaction manager in exactly-once mode), as
+        # ``Topic.send`` would, minus its per-message future wrapper and send sensors.
+        producer = await app.maybe_start_producer()
         try:
-            future = await bus.topic(topic).send(key=key, value=value)
+            future = await producer.send(topic, key, value, None, None, None)
         except Exception as exc:
             if not too_large(exc):  # the bus dead-letters a message too large to send; nothing else
                 guard.fail(exc)
