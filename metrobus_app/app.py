@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from typing import Any
 
@@ -62,6 +63,7 @@ class MetrobusApp(faust.App):
     async def start_bus(self) -> None:
         """Create the bus's topics, then load and follow the caches until the worker stops."""
         await self.bus.declare_topics()
+        tune_garbage_collector()
         await CacheLoader(self, list(self.bus.caches.values())).run()
 
     def command(self, *options: Any, **kwargs: Any) -> Any:
@@ -73,6 +75,18 @@ class MetrobusApp(faust.App):
         url = self.conf.broker_consumer[0]
         cls = Transport if by_url(url) is Transport.__mro__[1] else by_url(url)
         return cls(self.conf.broker_consumer, self)
+
+
+def tune_garbage_collector() -> None:
+    """Collect the youngest objects less often, and never scan what the worker built to start.
+
+    Every message allocates a few dozen short-lived objects (Faust's message and event, the
+    envelope, futures); with CPython's default (a collection every 700 net allocations) the
+    collector took about 6% of a stop's CPU per message (benchmarks/bus_benchmark.py: 0.653 ->
+    0.616 ms of CPU per record, peak RSS unchanged at ~100 MB).
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def create_app(settings: Settings, *, autodiscover: tuple[str, ...] = ()) -> MetrobusApp:
