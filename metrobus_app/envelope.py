@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from .errors import InvalidEnvelope
 
 ROUTE = "route"
@@ -26,14 +28,33 @@ def decode_object(raw: bytes | None) -> dict[str, Any]:
     if raw is None:
         raise InvalidEnvelope("empty value (no bytes)")
     try:
-        value = json.loads(raw.decode("utf-8"))
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # or JSON orjson refuses (NaN, integers over 64 bits): as the standard library says
+        value = _standard_loads(raw)
+    if not isinstance(value, dict):
+        raise InvalidEnvelope(f"value is a JSON {_json_kind(value)}, not an object")
+    return value
+
+
+def _standard_loads(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise InvalidEnvelope(f"value is not UTF-8: {exc.reason} at byte {exc.start}") from None
     except (ValueError, RecursionError) as exc:
         raise InvalidEnvelope(f"value is not JSON: {str(exc)[:200]}") from None
-    if not isinstance(value, dict):
-        raise InvalidEnvelope(f"value is a JSON {_json_kind(value)}, not an object")
-    return value
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact JSON; orjson (several times faster) where it can, the standard library where it cannot.
+
+    orjson refuses what the standard library may take (keys that are not strings, integers
+    over 64 bits, a nesting deeper than 254); what neither takes raises TypeError or ValueError.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+    except TypeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 def _json_kind(value: Any) -> str:
@@ -87,7 +108,7 @@ class Envelope:
 
     def to_bytes(self) -> bytes:
         """Encode for the wire."""
-        return json.dumps({"header": self.header, "payload": self.payload}, separators=(",", ":")).encode()
+        return encode_json({"header": self.header, "payload": self.payload})
 
     @property
     def route(self) -> list[str]:

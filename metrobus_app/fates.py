@@ -24,6 +24,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .envelope import encode_json
+
 if TYPE_CHECKING:
     from .bus import Outcome
 
@@ -110,7 +112,7 @@ class FateStore:
         batch = []
         while self.pending and len(batch) < limit:
             message_id, what = self.pending.popleft()
-            batch.append((message_id.encode(), json.dumps(_terminal(message_id, what)).encode()))
+            batch.append((message_id.encode(), encode_json(_terminal(message_id, what))))
         return batch
 
     def load(self, key: bytes | None, value: bytes | None, timestamp: float) -> None:
