@@ -26,6 +26,7 @@ async def events(stream: faust.StreamT, *, yield_every: int = 64) -> AsyncIterat
     flow_control, consumer = app.flow_control, app.consumer
     acking_topics = app.topics._acking_topics
     add_unacked = consumer._unacked_messages.add
+    set_current_event = stream._set_current_event
     since_yield = 0
     await stream.maybe_start()
     while not stream.should_stop:
@@ -45,8 +46,8 @@ async def events(stream: faust.StreamT, *, yield_every: int = 64) -> AsyncIterat
         if message.topic in acking_topics and not message.tracked:
             message.tracked = True
             add_unacked(message)
-        stream.current_event = event
+        set_current_event(event)  # what faust.current_event() returns inside the stop
         yield event
         # Not acked when the caller stops half-way (an exception, a cancel): at least once.
         event.ack()
-        stream.current_event = None
+        set_current_event(None)

@@ -1,0 +1,55 @@
+"""``intake.events``: a stop's events straight from its stream's queue, through Faust's test context."""
+
+from __future__ import annotations
+
+import faust
+import pytest
+
+from metrobus_app.intake import events
+
+
+@pytest.fixture()
+def app() -> faust.App:
+    app = faust.App("unit-intake", store="memory://", value_serializer="raw")
+    app.finalize()
+    app.flow_control.resume()
+    return app
+
+
+async def test_an_event_is_acked_once_the_next_one_is_asked_for(app: faust.App) -> None:
+    @app.agent()
+    async def agent(stream: faust.StreamT):
+        previous = None
+        async for event in events(stream):
+            yield (
+                event.value,
+                previous.message.acked if previous is not None else None,
+                event.message.acked,
+                faust.current_event() is event,
+            )
+            previous = event
+
+    async with agent.test_context() as tested:
+        for value in (b"a", b"b", b"c"):
+            await tested.put(value)
+        seen = [tested.results[n] for n in range(3)]
+    # Each event is handled unacked, as the event of faust.current_event(); the one before is acked by then.
+    assert seen == [(b"a", None, False, True), (b"b", True, False, True), (b"c", True, False, True)]
+
+
+async def test_an_event_whose_handling_failed_is_not_acked(app: faust.App) -> None:
+    taken: list[faust.types.EventT] = []
+
+    @app.agent()
+    async def agent(stream: faust.StreamT):
+        async for event in events(stream):
+            taken.append(event)
+            if event.value == b"bad":
+                raise RuntimeError("the stop failed half-way")
+            yield event.value
+
+    async with agent.test_context() as tested:
+        await tested.put(b"good")
+        with pytest.raises(RuntimeError):
+            await tested.put(b"bad")
+    assert [event.message.acked for event in taken] == [True, False]
