@@ -550,6 +550,7 @@ class Context:
     fetch_wait_ms: int
     limits: Limits
     profile_dir: Path | None
+    worker_settings: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
 
     @property
@@ -566,6 +567,7 @@ class Context:
             METROBUS_FETCH_WAIT_MS=str(self.fetch_wait_ms),
             PYTHONUNBUFFERED="1",
         )
+        env.update(self.worker_settings)
         return env
 
     def cli(self, env: dict[str, str], log: Path, *args: str, timeout: float = 300) -> None:
@@ -699,6 +701,11 @@ def run_scenario(ctx: Context, kind: str, workers: int, partitions: int) -> dict
                         ",".join(ctx.project.DEFAULT_ROUTE),
                         "--fetch-wait-ms",
                         str(ctx.fetch_wait_ms),
+                        *(
+                            ["--linger-ms", ctx.worker_settings["METROBUS_LINGER_MS"]]
+                            if "METROBUS_LINGER_MS" in ctx.worker_settings
+                            else []
+                        ),
                     ],
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -915,6 +922,21 @@ def machine() -> dict[str, Any]:
 # --- the command --------------------------------------------------------------------------------
 
 
+def _setting(item: str) -> tuple[str, str]:
+    name, equals, value = item.partition("=")
+    if not equals or not name.startswith("METROBUS_"):
+        raise click.BadParameter(f"{item!r}: give METROBUS_NAME=VALUE", param_hint="--set")
+    if name in (
+        "METROBUS_FETCH_WAIT_MS",
+        "METROBUS_BROKER",
+        "METROBUS_DATA_DIR",
+        "METROBUS_WEB_PORT",
+        "METROBUS_PARTITIONS",
+    ):
+        raise click.BadParameter(f"{name} is set by the benchmark itself", param_hint="--set")
+    return name, value
+
+
 def _ints(value: str) -> list[int]:
     try:
         numbers = [int(part) for part in value.split(",") if part.strip()]
@@ -939,6 +961,13 @@ def _ints(value: str) -> list[int]:
     type=click.IntRange(min=0),
     default=None,
     help=f"METROBUS_FETCH_WAIT_MS of the workers (and the relay) [$METROBUS_FETCH_WAIT_MS or {DEFAULT_FETCH_WAIT_MS}].",
+)
+@click.option(
+    "--set",
+    "worker_settings",
+    multiple=True,
+    metavar="METROBUS_NAME=VALUE",
+    help="Another setting of the workers, e.g. --set METROBUS_LINGER_MS=20 (the relay takes the linger too).",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the demo data and pushed records.")
 @click.option(
@@ -983,6 +1012,7 @@ def main(
     partitions_list: str | None,
     no_relay: bool,
     fetch_wait_ms: int | None,
+    worker_settings: tuple[str, ...],
     seed: int,
     timeout: float,
     stall: float,
@@ -1000,6 +1030,7 @@ def main(
     partitions = _ints(partitions_list or ("4" if quick else "1,4"))
     if fetch_wait_ms is None:
         fetch_wait_ms = int(os.environ.get("METROBUS_FETCH_WAIT_MS") or DEFAULT_FETCH_WAIT_MS)
+    extra = dict(_setting(item) for item in worker_settings)
     if snapshot and source.resolve() != ROOT:
         raise click.UsageError("give --source or --snapshot, not both")
     begun = time.monotonic()
@@ -1039,6 +1070,7 @@ def main(
             fetch_wait_ms=fetch_wait_ms,
             limits=Limits(timeout, stall),
             profile_dir=profile_dir.resolve() if profile_dir else None,
+            worker_settings=extra,
         )
         relays: dict[int, dict[str, Any]] = {}
         if not no_relay:
@@ -1067,6 +1099,7 @@ def main(
             "workers": workers,
             "partitions": partitions,
             "METROBUS_FETCH_WAIT_MS": fetch_wait_ms,
+            "worker_settings": extra,
             "warmed": ctx.warmed,
             "warmup_records": WARMUP_COUNT,
             "seed": seed,

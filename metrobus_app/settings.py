@@ -52,6 +52,16 @@ class Settings:
     fetch_wait_ms: int = _setting(
         10, "METROBUS_FETCH_WAIT_MS", "Longest a fetch waits for data; Faust hard-codes 1500 ms."
     )
+    batch_bytes: int = _setting(
+        16_384,
+        "METROBUS_BATCH_BYTES",
+        "Largest batch the producer sends to one partition (Faust's producer_max_batch_size).",
+    )
+    commit_interval_ms: int = _setting(
+        2_800,
+        "METROBUS_COMMIT_INTERVAL_MS",
+        "How often a worker commits consumed offsets (Faust's broker_commit_interval).",
+    )
     max_message_bytes: int = _setting(
         1_048_576, "METROBUS_MAX_MESSAGE_BYTES", "Larger values are dead-lettered unread."
     )
