@@ -54,7 +54,7 @@ def check_guarantee(settings: Settings) -> None:
         raise ConfigError(
             f"METROBUS_PROCESSING_GUARANTEE={settings.processing_guarantee!r}: use {' or '.join(GUARANTEES)}"
         )
-    for name in ("max_hops", "max_route_stops"):
+    for name in ("max_hops", "max_route_stops", "batch_bytes", "commit_interval_ms"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"METROBUS_{name.upper()} must be at least 1")
 

@@ -1,9 +1,9 @@
 """The events of a stop's agent, read from its Faust stream's queue at a lower cost per event.
 
 Faust's stream iterator passes once through the event loop (``asyncio.sleep(0)``) for every
-event, awaits the queue even when it holds events, and runs the stream sensors: on a busy bus
-that is about a third of a stop's CPU (benchmarks/bus_benchmark.py --profile). ``events``
-reads the same queue, which Faust's conductor fills from the agent's topic, and keeps what the
+event, awaits the queue even when it holds events, and runs the stream sensors. ``events``
+reads the same queue, which Faust's conductor fills from the agent's topic (a quarter less CPU
+per record on a busy bus, benchmarks/bus_benchmark.py), and keeps what the
 iterator promises: an event is acked when the next one is asked for (so after the stop handled
 it), events fetched before a rebalance are skipped as Faust skips them, and the loop gives way
 to other tasks every ``yield_every`` events.

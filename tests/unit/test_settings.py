@@ -44,3 +44,9 @@ def test_describe_lists_every_variable_once():
     assert len(names) == len(set(names))
     assert all(name.startswith("METROBUS_") for name in names)
     assert rows[names.index("METROBUS_ERROR_TOPIC")][:3] == ("METROBUS_ERROR_TOPIC", "Error", "Error")
+
+
+@pytest.mark.parametrize("env", ["METROBUS_BATCH_BYTES", "METROBUS_COMMIT_INTERVAL_MS", "METROBUS_MAX_HOPS"])
+def test_a_limit_of_zero_is_refused_by_name(env):
+    with pytest.raises(ConfigError, match=f"^{env} must be at least 1$"):
+        Settings.from_env({env: "0"})
