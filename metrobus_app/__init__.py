@@ -5,7 +5,7 @@
 """
 
 from .accounting_commands import register_accounting_commands
-from .app import MetrobusApp, create_app
+from .app import MetrobusApp, create_app, install_event_loop
 from .bus import Bus, Outcome
 from .commands import register_commands
 from .envelope import Envelope
@@ -16,6 +16,7 @@ from .web import blueprint
 
 try:
     settings = Settings.from_env()
+    install_event_loop(settings)
 except ConfigError as exc:
     raise SystemExit(f"metrobus: {exc}") from None
 app = create_app(settings, autodiscover=settings.modules)

@@ -52,6 +52,9 @@ class Settings:
     fetch_wait_ms: int = _setting(
         10, "METROBUS_FETCH_WAIT_MS", "Longest a fetch waits for data; Faust hard-codes 1500 ms."
     )
+    event_loop: str = _setting(
+        "uvloop", "METROBUS_EVENT_LOOP", "uvloop, or asyncio (the standard library's); faust -L / FAUST_LOOP wins."
+    )
     batch_bytes: int = _setting(
         16_384,
         "METROBUS_BATCH_BYTES",

@@ -48,6 +48,7 @@ def test_every_pushed_record_is_forwarded_to_the_end_or_dropped_for_a_reason(bro
 
     worker = workers().wait_ready()
     worker.wait_caches({"emails": 1600, "whitelist": 800})
+    assert "+uvloop" in worker.log_text()  # Faust's start-up banner names the event loop (METROBUS_EVENT_LOOP)
 
     pushed = run_cli(env, "push", "--count", str(PUSHED), "--accounts", str(ACCOUNTS), "--seed", "5")
     assert pushed.returncode == 0, pushed.stderr

@@ -50,3 +50,10 @@ def test_describe_lists_every_variable_once():
 def test_a_limit_of_zero_is_refused_by_name(env):
     with pytest.raises(ConfigError, match=f"^{env} must be at least 1$"):
         Settings.from_env({env: "0"})
+
+
+def test_an_unknown_event_loop_is_refused_by_name():
+    from metrobus_app.app import install_event_loop
+
+    with pytest.raises(ConfigError, match=r"^METROBUS_EVENT_LOOP='trio': use uvloop or asyncio$"):
+        install_event_loop(Settings(event_loop="trio"))
