@@ -701,11 +701,7 @@ def run_scenario(ctx: Context, kind: str, workers: int, partitions: int) -> dict
                         ",".join(ctx.project.DEFAULT_ROUTE),
                         "--fetch-wait-ms",
                         str(ctx.fetch_wait_ms),
-                        *(
-                            ["--linger-ms", ctx.worker_settings["METROBUS_LINGER_MS"]]
-                            if "METROBUS_LINGER_MS" in ctx.worker_settings
-                            else []
-                        ),
+                        *relay_options(ctx.worker_settings),
                     ],
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -922,6 +918,15 @@ def machine() -> dict[str, Any]:
 # --- the command --------------------------------------------------------------------------------
 
 
+def relay_options(worker_settings: dict[str, str]) -> list[str]:
+    """The relay's options for the workers' settings it shares: linger and event loop."""
+    options = []
+    for name, option in (("METROBUS_LINGER_MS", "--linger-ms"), ("METROBUS_EVENT_LOOP", "--loop")):
+        if name in worker_settings:
+            options += [option, worker_settings[name]]
+    return options
+
+
 def _setting(item: str) -> tuple[str, str]:
     name, equals, value = item.partition("=")
     if not equals or not name.startswith("METROBUS_"):
@@ -967,7 +972,7 @@ def _ints(value: str) -> list[int]:
     "worker_settings",
     multiple=True,
     metavar="METROBUS_NAME=VALUE",
-    help="Another setting of the workers, e.g. --set METROBUS_LINGER_MS=20 (the relay takes the linger too).",
+    help="Another setting of the workers, e.g. --set METROBUS_LINGER_MS=20 (the relay takes the linger and loop too).",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the demo data and pushed records.")
 @click.option(

@@ -11,7 +11,8 @@ The baseline of ``bus_benchmark.py``. One process, one consumer assigned every p
 Each hop decodes and encodes the envelope as metrobus does (wire format v1, compact JSON, with
 orjson) and sends it on with the key unchanged. The transport settings are the bus's: the fetch
 wait is ``--fetch-wait-ms`` (METROBUS_FETCH_WAIT_MS), the producer's linger ``--linger-ms``
-(METROBUS_LINGER_MS, default 5) and acks all (Faust's default acks).
+(METROBUS_LINGER_MS, default 5), acks all (Faust's default acks) and the event loop ``--loop``
+(METROBUS_EVENT_LOOP, default uvloop).
 
 It prints ``ready`` on stdout once it is assigned and positioned, and runs until SIGTERM/SIGINT.
 Plain argparse and no import of metrobus, so its CPU and memory are those of a bare relay.
@@ -29,6 +30,7 @@ import uuid
 from typing import Any
 
 import orjson
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 TOPICS = ("Source", "AddEmail", "WhiteList", "Log")
@@ -166,9 +168,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--routes", required=True, help="JSON object: message_type_code -> stops in travel order")
     parser.add_argument("--default-route", required=True, help="comma-separated stops of every other record")
     parser.add_argument("--fetch-wait-ms", type=int, default=10, help="the consumer's fetch_max_wait_ms")
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="METROBUS_EVENT_LOOP")
     parser.add_argument("--linger-ms", type=int, default=5, help="the producer's linger_ms (METROBUS_LINGER_MS)")
     return parser.parse_args(argv)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse_args(sys.argv[1:])))
+    arguments = parse_args(sys.argv[1:])
+    if arguments.loop == "uvloop":
+        uvloop.run(main(arguments))
+    else:
+        asyncio.run(main(arguments))
