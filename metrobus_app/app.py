@@ -88,8 +88,9 @@ def install_event_loop(settings: Settings) -> None:
 
     Called when ``metrobus_app`` is imported, before ``faust worker`` makes its event loop (and
     its consumer thread makes one of its own). A stop spends a good part of its time in the
-    event loop (callbacks, socket reads and writes): uvloop did the same burst with 27% more
-    records a second and 14% less CPU per record (benchmarks/bus_benchmark.py, 2,162 -> 2,736).
+    event loop (callbacks, socket reads and writes): uvloop did the same burst with 22% more
+    records a second and 14% less CPU per record (benchmarks/bus_benchmark.py, two runs each:
+    1,896 -> 2,315 records/s, 0.50 -> 0.43 ms).
     """
     if settings.event_loop not in EVENT_LOOPS:
         raise ConfigError(f"METROBUS_EVENT_LOOP={settings.event_loop!r}: use {' or '.join(EVENT_LOOPS)}")
