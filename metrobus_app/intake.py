@@ -20,34 +20,53 @@ from faust.types import EventT
 
 
 async def events(stream: faust.StreamT, *, yield_every: int = 64) -> AsyncIterator[EventT]:
-    """Every event of ``stream``, each acked once the caller asks for the next."""
+    """Every event of ``stream``, each acked once the caller asks for the next.
+
+    Ends as Faust's iterator ends: when the channel stops the iteration (the agent stops).
+    An event whose handling was interrupted (an exception, a cancel) is not acked, so its
+    offset is not committed and it is read again after a restart (at least once); it is taken
+    out of the consumer's unacked set, or a rebalance would wait for it forever.
+    """
     app, channel = stream.app, stream.channel
     queue = channel.queue
     flow_control, consumer = app.flow_control, app.consumer
     acking_topics = app.topics._acking_topics
-    add_unacked = consumer._unacked_messages.add
+    unacked = consumer._unacked_messages
     set_current_event = stream._set_current_event
     since_yield = 0
-    await stream.maybe_start()
-    while not stream.should_stop:
-        if since_yield >= yield_every:
-            since_yield = 0
-            await asyncio.sleep(0)
-        try:
-            event: Any = queue.get_nowait()
-        except asyncio.QueueEmpty:
-            since_yield = 0
-            event = await channel.__anext__()
-        since_yield += 1
-        message = event.message
-        if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-            event.ack()  # fetched before a rebalance: skipped and acked, as Faust's iterator does
-            continue
-        if message.topic in acking_topics and not message.tracked:
-            message.tracked = True
-            add_unacked(message)
-        set_current_event(event)  # what faust.current_event() returns inside the stop
-        yield event
-        # Not acked when the caller stops half-way (an exception, a cancel): at least once.
-        event.ack()
-        set_current_event(None)
+    started_here = await stream.maybe_start()
+    event: Any = None
+    try:
+        while not stream.should_stop:
+            if since_yield >= yield_every:
+                since_yield = 0
+                await asyncio.sleep(0)
+            try:
+                event = queue.get_nowait()
+            except asyncio.QueueEmpty:
+                since_yield = 0
+                try:
+                    event = await channel.__anext__()
+                except StopAsyncIteration:
+                    return
+            since_yield += 1
+            message = event.message
+            if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
+                event.ack()  # fetched before a rebalance: skipped and acked, as Faust's iterator does
+                event = None
+                continue
+            if message.topic in acking_topics and not message.tracked:
+                message.tracked = True
+                unacked.add(message)
+            set_current_event(event)  # what faust.current_event() returns inside the stop
+            yield event
+            event.ack()
+            event = None
+            set_current_event(None)
+    finally:
+        if event is not None:
+            unacked.discard(event.message)
+            set_current_event(None)
+        stream._channel_stop_iteration(channel)
+        if started_here:
+            await stream.stop()

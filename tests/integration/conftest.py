@@ -98,15 +98,19 @@ class Worker:
             log.seek(self.log_start)
             return log.read().decode(errors="replace")
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """SIGTERM, as an operator stops a worker; False when it had to be killed after 20 s."""
+        graceful = True
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:
+                graceful = False
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+        return graceful
 
 
 @dataclass
@@ -129,8 +133,8 @@ class WorkerFactory:
 def workers(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[WorkerFactory]:
     factory = WorkerFactory(broker, tmp_path)
     yield factory
-    for worker in factory.started:
-        worker.stop()
+    hung = [worker.log_path for worker in factory.started if not worker.stop()]
+    assert not hung, f"workers did not stop within 20 s of SIGTERM: {hung}"
 
 
 def read_topic(broker: EmbeddedBroker, topic: str, expect: int, *, timeout: float = 60, settle: float = 2.0) -> list:

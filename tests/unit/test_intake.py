@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import faust
 import pytest
 
@@ -53,3 +55,20 @@ async def test_an_event_whose_handling_failed_is_not_acked(app: faust.App) -> No
         with pytest.raises(RuntimeError):
             await tested.put(b"bad")
     assert [event.message.acked for event in taken] == [True, False]
+
+
+async def test_the_events_end_quietly_when_the_actor_stops_the_channel(app: faust.App) -> None:
+    # A stopping Faust actor throws StopAsyncIteration into its channel (faust/agents/actor.py).
+    stream = app.channel().stream()
+    seen: list[bytes] = []
+
+    async def consume() -> None:
+        async for event in events(stream):
+            seen.append(event.value)
+
+    task = asyncio.ensure_future(consume())
+    await stream.channel.send(value=b"one")
+    await asyncio.sleep(0.05)
+    stream.channel._throw(StopAsyncIteration())
+    await asyncio.wait_for(task, timeout=5)  # raises RuntimeError if StopAsyncIteration escaped the generator
+    assert seen == [b"one"]
