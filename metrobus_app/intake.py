@@ -41,14 +41,14 @@ async def events(stream: faust.StreamT, *, yield_every: int = 64) -> AsyncIterat
             if since_yield >= yield_every:
                 since_yield = 0
                 await asyncio.sleep(0)
-            try:
-                event = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                since_yield = 0
+            try:  # a stopping actor throws StopAsyncIteration into the queue: either get raises it
                 try:
+                    event = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    since_yield = 0
                     event = await channel.__anext__()
-                except StopAsyncIteration:
-                    return
+            except StopAsyncIteration:
+                return
             since_yield += 1
             message = event.message
             if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:

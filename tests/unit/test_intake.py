@@ -72,3 +72,12 @@ async def test_the_events_end_quietly_when_the_actor_stops_the_channel(app: faus
     stream.channel._throw(StopAsyncIteration())
     await asyncio.wait_for(task, timeout=5)  # raises RuntimeError if StopAsyncIteration escaped the generator
     assert seen == [b"one"]
+
+
+async def test_the_events_end_quietly_when_the_stop_is_thrown_while_events_wait(app: faust.App) -> None:
+    stream = app.channel().stream()
+    for value in (b"one", b"two"):
+        await stream.channel.send(value=value)
+    stream.channel._throw(StopAsyncIteration())  # thrown errors come out before queued events
+    seen = [event.value async for event in events(stream)]
+    assert seen == []
