@@ -26,15 +26,13 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from .credentials import client_options
+from .envelope import encode_json
+from .fates import fates_topic
 from .plain_clients import plain_consumer
 from .safety import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_header, source_id
 from .settings import Settings
 
 TERMINAL = ("delivered", "dropped", "dead_lettered")
-
-
-def fates_topic(settings: Settings) -> str:
-    return f"{settings.app_id}-fates"
 
 
 def replayed_topic(settings: Settings) -> str:
@@ -193,7 +191,7 @@ def reconcile(
 async def reconcile_topics(settings: Settings) -> Reconciliation:
     return reconcile(
         await read_topic(settings, settings.source_topic),
-        await read_topic(settings, fates_topic(settings)),
+        await read_topic(settings, fates_topic(settings.app_id)),
         await read_topic(settings, replayed_topic(settings)),
     )
 
@@ -301,7 +299,7 @@ def replay_record(letter: DeadLetter, settings: Settings) -> tuple[str, bytes, l
         return topic, value.encode(), headers
     envelope = json.loads(value)
     envelope["header"]["replays"] = replays
-    return topic, json.dumps(envelope, separators=(",", ":")).encode(), []
+    return topic, encode_json(envelope), []
 
 
 async def replay(settings: Settings, letters: list[DeadLetter]) -> None:

@@ -135,10 +135,15 @@ def install(app: Any) -> DeliveryGuard:
 
     guard.on_failure = crash
 
+    producer: Any = None
+
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         # Straight to Faust's producer (its transaction manager in exactly-once mode), as
-        # ``Topic.send`` would, minus its per-message future wrapper and send sensors.
-        producer = await app.maybe_start_producer()
+        # ``Topic.send`` would, minus its per-message future wrapper and send sensors; looked
+        # up (and started) once, not for every message.
+        nonlocal producer
+        if producer is None:
+            producer = await app.maybe_start_producer()
         try:
             future = await producer.send(topic, key, value, None, None, None)
         except Exception as exc:

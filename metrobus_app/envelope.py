@@ -45,6 +45,10 @@ def _standard_loads(raw: bytes) -> Any:
         raise InvalidEnvelope(f"value is not JSON: {str(exc)[:200]}") from None
 
 
+# Dates and dataclasses are not JSON to the standard library either: refused, not guessed at.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
 def encode_json(value: Any) -> bytes:
     """Compact JSON; orjson (several times faster) where it can, the standard library where it cannot.
 
@@ -52,7 +56,7 @@ def encode_json(value: Any) -> bytes:
     over 64 bits, a nesting deeper than 254); what neither takes raises TypeError or ValueError.
     """
     try:
-        return orjson.dumps(value, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+        return orjson.dumps(value, option=_ORJSON_OPTIONS)
     except TypeError:
         return json.dumps(value, separators=(",", ":")).encode()
 

@@ -35,6 +35,12 @@ COPY_MARK = "#copy="  # the record of copy "2" of message "abc" is "abc#copy=2"
 TERMINAL = ("delivered", "dropped", "dead_lettered")
 MESSAGE_CHARS = 500
 
+
+def fates_topic(app_id: str) -> str:
+    """The compacted topic every worker publishes terminal fates to and reads them from."""
+    return f"{app_id}-fates"
+
+
 # An entry is (time, terminal, what): ``what`` is a tuple for fates recorded here, the JSON
 # bytes as published for fates read from the topic.
 Entry = tuple[float, bool, Any]

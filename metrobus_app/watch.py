@@ -28,7 +28,8 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from .fates import IN_TRANSIT, FateStore
+from .envelope import encode_json
+from .fates import IN_TRANSIT, FateStore, fates_topic
 from .metrics import registry
 from .plain_clients import plain_consumer
 from .settings import Settings
@@ -61,7 +62,7 @@ class Watch:
             self.bus.observers.append(self.fates.record)
         self.peers: dict[str, dict[str, Any]] = {}
         self.stats_topic_name = f"{self.settings.app_id}-stats"
-        self.fates_topic_name = f"{self.settings.app_id}-fates"
+        self.fates_topic_name = fates_topic(self.settings.app_id)
         self.fates_published = 0
         self._topics: dict[str, Any] = {}
         self._declared = False  # nothing is sent before the topics exist with their settings
@@ -206,7 +207,7 @@ class Watch:
         """Send this worker's snapshot to the stats topic."""
         if not self._declared:
             return
-        value = json.dumps(self.snapshot(), separators=(",", ":")).encode()
+        value = encode_json(self.snapshot())
         await self.app.producer.send(self.stats_topic_name, self.worker_id.encode(), value, None, None, None)
 
     async def publish_fates(self) -> None:

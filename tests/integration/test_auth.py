@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import sync_playwright
 
-from metrobus_app.routes_web import routes_blueprint
-from metrobus_app.web import blueprint
-
+from ..blueprint_writes import blueprint_writes
 from .conftest import bus_env, run_cli
 from .test_dashboard import CHROMIUM, CHROMIUM_ARGS
 
@@ -50,15 +48,14 @@ def call(port: int, method: str, path: str, body: object = None, token: str | No
 
 
 def write_requests() -> list[tuple[str, str]]:
-    """(method, path) of every write handler of metrobus's blueprints, found by walking them."""
-    found = []
-    for bp in (blueprint, routes_blueprint):
-        for route in bp.routes:
-            for name in ("post", "put", "patch", "delete"):
-                if name in vars(route.handler):
-                    path = "/metrobus" + route.uri.replace("{name}", "audit").replace("{message_id}", "x")
-                    found.append((name.upper(), path.replace("{key}", "k")))
-    return found
+    """(method, path) of every write handler of metrobus's blueprints, with its placeholders filled in."""
+    filled = {"{name}": "audit", "{message_id}": "x", "{key}": "k"}
+    requests = []
+    for method, path in blueprint_writes():
+        for placeholder, value in filled.items():
+            path = path.replace(placeholder, value)
+        requests.append((method, path))
+    return requests
 
 
 def listening_addresses(port: int) -> set[str]:

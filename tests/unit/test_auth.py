@@ -11,8 +11,9 @@ from aiohttp.test_utils import TestClient, TestServer
 import metrobus_app.auth as auth
 from metrobus_app import ConfigError, Settings, app
 from metrobus_app.auth import WebGuard, admin_token, check_web_auth, refusal
-from metrobus_app.routes_web import routes_blueprint
-from metrobus_app.web import blueprint
+
+from ..blueprint_writes import blueprint_writes
+from .peer_server import serving
 
 TOKEN = "s3cret-admin-token-0123456789"
 
@@ -109,16 +110,6 @@ def test_the_app_puts_the_guard_in_front_of_its_whole_web_server():
     assert app.web_guard.middleware in app.web.web_app.middlewares  # Faust's aiohttp application itself
 
 
-def _blueprint_writes() -> list[tuple[str, str]]:
-    found = []
-    for bp in (blueprint, routes_blueprint):
-        for route in bp.routes:
-            for name in ("post", "put", "patch", "delete"):
-                if name in vars(route.handler):
-                    found.append((name.upper(), "/metrobus" + route.uri))
-    return found
-
-
 async def _client(guard: WebGuard, routes: list[tuple[str, str]]) -> TestClient:
     async def ok(request: aioweb.Request) -> aioweb.Response:
         body = await request.read()
@@ -133,7 +124,7 @@ async def _client(guard: WebGuard, routes: list[tuple[str, str]]) -> TestClient:
 
 
 async def test_every_write_handler_of_every_blueprint_is_behind_the_guard():
-    writes = _blueprint_writes()
+    writes = blueprint_writes()
     assert len(writes) == 5, writes  # PUT/POST/DELETE /routes/, PUT/DELETE /routes/{name}
     reads = [("GET", "/metrobus/stats/"), ("GET", "/metrobus/")]
     client = await _client(WebGuard(TOKEN, max_body_bytes=100), writes + reads)
@@ -188,7 +179,6 @@ async def test_under_web_auth_all_a_worker_sends_the_token_when_it_asks_its_peer
     import time
 
     from metrobus_app import create_app
-    from metrobus_app.embedded_broker import free_port
 
     worker = create_app(Settings(app_id="unit-auth-peers", store="memory://", admin_token=TOKEN, web_auth="all"))
     asked = []
@@ -199,14 +189,8 @@ async def test_under_web_auth_all_a_worker_sends_the_token_when_it_asks_its_peer
 
     peer = aioweb.Application(**WebGuard(TOKEN, "all").application_options())  # a peer that wants the token
     peer.router.add_get("/metrobus/messages/{id}", answer)
-    runner = aioweb.AppRunner(peer)
-    await runner.setup()
-    port = free_port()
-    await aioweb.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        snapshot = {"url": f"http://127.0.0.1:{port}/", "time": time.time()}
+    async with serving(peer) as url:
+        snapshot = {"url": url, "time": time.time()}
         worker.watch.take_snapshot(b"b:1", json.dumps(snapshot).encode())
         assert (await worker.watch.find("m1"))["status"] == "delivered"
         assert asked == ["m1"]
-    finally:
-        await runner.cleanup()

@@ -9,9 +9,10 @@ from aiohttp import web
 
 from metrobus_app import Envelope, Settings, create_app
 from metrobus_app.bus import Outcome
-from metrobus_app.embedded_broker import free_port
 from metrobus_app.stats import BusStats
 from metrobus_app.watch import STALE_AFTER_S
+
+from .peer_server import serving
 
 
 def record(stats: BusStats, stop: str, fate: str, detail: str = "", elapsed: float = 0.002, **kw) -> None:
@@ -70,17 +71,11 @@ async def test_a_message_in_transit_here_is_looked_up_on_the_other_workers():
 
     peer = web.Application()
     peer.router.add_get("/metrobus/messages/{id}", answer)
-    runner = web.AppRunner(peer)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(peer) as peer_url:
         now = time.time()
-        for name, url, age in (("b:1", f"http://127.0.0.1:{port}/", 1), ("c:1", "http://127.0.0.1:9/", 1)):
+        for name, url, age in (("b:1", peer_url, 1), ("c:1", "http://127.0.0.1:9/", 1)):
             watch.take_snapshot(name.encode(), json.dumps({"url": url, "time": now - age}).encode())
         fate = await watch.find(envelope.id)
         assert fate["status"] == "delivered"
         assert asked == [(envelope.id, "1")]  # asked for its own record only; the dead peer did not hold it up
         assert await watch.find("nobody-knows") is None
-    finally:
-        await runner.cleanup()
