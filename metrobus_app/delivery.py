@@ -28,11 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from faust.transport.consumer import TransactionManager as FaustTransactionManager
 
 from .errors import ConfigError, MetrobusError
+from .producing import direct_send
 from .safety import too_large
 from .settings import Settings
 
@@ -135,17 +137,18 @@ def install(app: Any) -> DeliveryGuard:
 
     guard.on_failure = crash
 
-    producer: Any = None
+    producer_send: Any = None
 
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
-        # Straight to Faust's producer (its transaction manager in exactly-once mode), as
-        # ``Topic.send`` would, minus its per-message future wrapper and send sensors; looked
-        # up (and started) once, not for every message.
-        nonlocal producer
-        if producer is None:
+        # Straight to the producer, as ``Topic.send`` would, minus its per-message future
+        # wrapper and send sensors; at least once to aiokafka's (``producing.py``), in
+        # exactly-once mode to Faust's transaction manager. Looked up (and started) once.
+        nonlocal producer_send
+        if producer_send is None:
             producer = await app.maybe_start_producer()
+            producer_send = direct_send(app, producer) or partial(_faust_send, producer)
         try:
-            future = await producer.send(topic, key, value, None, None, None)
+            future = await producer_send(topic, key, value)
         except Exception as exc:
             if not too_large(exc):  # the bus dead-letters a message too large to send; nothing else
                 guard.fail(exc)
@@ -159,6 +162,10 @@ def install(app: Any) -> DeliveryGuard:
 
         install_init_producer_id_v3()
     return guard
+
+
+async def _faust_send(producer: Any, topic: str, key: bytes | None, value: bytes) -> Any:
+    return await producer.send(topic, key, value, None, None, None)
 
 
 def _in_a_partition_group(app: Any, topic: str) -> bool:

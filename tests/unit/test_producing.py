@@ -1,0 +1,36 @@
+"""The direct send: Kafka's default partition of a key, and where Faust's own send is kept."""
+
+from __future__ import annotations
+
+import random
+
+import faust
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from metrobus_app.producing import KeyHashes, direct_send
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 12])
+def test_a_key_goes_to_the_partition_aiokafka_picks(count):
+    rng = random.Random(count)
+    keys = [rng.randbytes(rng.randint(0, 20)) for _ in range(500)] + [b"1234567", b"account-42"]
+    hashes, aiokafka = KeyHashes(max_keys=100), DefaultPartitioner()
+    partitions = list(range(count))
+    for key in keys * 2:  # the second round reads what the first remembered (and what survived a clear)
+        assert hashes.partition(key, count) == aiokafka(key, partitions, partitions)
+
+
+def test_the_remembered_hashes_stay_bounded():
+    hashes = KeyHashes(max_keys=10)
+    for n in range(25):
+        hashes.partition(str(n).encode(), 4)
+    assert len(hashes._hashes) <= 10
+
+
+def test_the_direct_send_is_for_an_at_least_once_worker_with_the_default_partitioner(test_app):
+    assert direct_send(test_app, test_app.producer) is not None
+    transactional = faust.App("metrobus-test-eos", processing_guarantee="exactly_once")
+    assert direct_send(transactional, transactional.producer) is None
+    own_partitioner = faust.App("metrobus-test-partitioner", producer_partitioner=lambda key, all, available: all[0])
+    assert direct_send(own_partitioner, own_partitioner.producer) is None
