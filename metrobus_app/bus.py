@@ -276,7 +276,7 @@ class Bus:
                 envelope = route
             else:
                 check_route(route, self.settings)
-                envelope = stamp(record, route)  # Envelope.stamp, with fan-out steps (route.py)
+                envelope = stamp(record, route, **({"id": message_id} if message_id else {}))  # with fan-out steps
             if message_id:
                 envelope.header["id"] = message_id
                 if replays:

@@ -82,7 +82,7 @@ class Envelope:
             ROUTE: route,
             ORIGINAL_ROUTE: list(route),
             HISTORICAL_ROUTE: [],
-            "id": uuid.uuid4().hex,
+            "id": header.pop("id", None) or uuid.uuid4().hex,
             "stamped_at": time.time(),
         }
         fields.update(header)
