@@ -28,13 +28,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from functools import partial
 from typing import Any
 
 from faust.transport.consumer import TransactionManager as FaustTransactionManager
 
 from .errors import ConfigError, MetrobusError
-from .producing import direct_send
+from .producing import send_for
 from .safety import too_large
 from .settings import Settings
 
@@ -146,7 +145,7 @@ def install(app: Any) -> DeliveryGuard:
         nonlocal producer_send
         if producer_send is None:
             producer = await app.maybe_start_producer()
-            producer_send = direct_send(app, producer) or partial(_faust_send, producer)
+            producer_send = send_for(app, producer)
         try:
             future = await producer_send(topic, key, value)
         except Exception as exc:
@@ -162,10 +161,6 @@ def install(app: Any) -> DeliveryGuard:
 
         install_init_producer_id_v3()
     return guard
-
-
-async def _faust_send(producer: Any, topic: str, key: bytes | None, value: bytes) -> Any:
-    return await producer.send(topic, key, value, None, None, None)
 
 
 def _in_a_partition_group(app: Any, topic: str) -> bool:

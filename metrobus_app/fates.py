@@ -125,7 +125,11 @@ class FateStore:
         """Take one record of the fates topic (``timestamp`` in seconds), unless it is too old."""
         if not key or not value or timestamp < self.clock() - self.ttl_s:
             return
-        self._put(key.decode(errors="replace"), (timestamp, True, value))
+        message_id = key.decode(errors="replace")
+        held = self.entries.get(message_id)
+        if held is not None and held[1] and not isinstance(held[2], bytes):
+            return  # this worker's own terminal fate, come back from the topic: it has it already
+        self._put(message_id, (timestamp, True, value))
 
     def expire(self) -> int:
         """Forget fates older than ``ttl_s``; the oldest are first, so this stops at the first young one."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 from aiokafka.errors import KafkaError
@@ -38,6 +39,15 @@ class KeyHashes:
                 hashes.clear()
             value = hashes[key] = murmur2(key) & 0x7FFFFFFF
         return value % count
+
+
+def send_for(app: Any, producer: Any) -> Send:
+    """``direct_send`` where it may be used, else Faust's send of ``producer``."""
+    return direct_send(app, producer) or partial(_faust_send, producer)
+
+
+async def _faust_send(producer: Any, topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future:
+    return await producer.send(topic, key, value, None, None, None)
 
 
 def direct_send(app: Any, producer: Any) -> Send | None:

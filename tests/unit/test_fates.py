@@ -116,6 +116,20 @@ def test_published_fates_round_trip_through_the_topic_format():
     assert len(there) == 1
 
 
+def test_a_workers_own_fates_read_back_from_the_topic_are_not_stored_again():
+    clock = Clock()
+    here = FateStore(10, 60, "w1", clock)
+    first, second = Envelope.stamp({}, ["A"]), Envelope.stamp({}, ["A"])
+    here.record(ended(first, "A", "delivered"))
+    here.record(ended(second, "A", "dropped", "no email"))
+    for key, value in here.drain():
+        here.load(key, value, T0)
+    assert all(not isinstance(entry[2], bytes) for entry in here.entries.values())
+    assert list(here.entries) == [first.id, second.id]  # their order (the eviction order) is unchanged
+    here.load(b"elsewhere", b'{"id": "elsewhere", "status": "delivered"}', T0)
+    assert here.get("elsewhere")["status"] == "delivered"
+
+
 def test_the_queue_of_fates_to_publish_is_bounded_too():
     store = FateStore(5, 60, "w1", Clock())
     for _ in range(12):
