@@ -1,19 +1,19 @@
 """What metrobus promises about delivery, and the few pieces that keep the promise.
 
 **At least once (the default).** Faust acks an event when the stop's agent asks for the next
-one, that is after ``Bus.handle`` returned: by then the forward (or the dead letter) has been
-handed to the producer (``topic.send`` returned a delivery future). Offsets are committed by
+one, that is after ``Bus.handle`` returned: by then the forward (or the dead letter) is in
+a batch of the bus (``producing.py``) or with the producer. Offsets are committed by
 ``Consumer._commit_offsets``, which first flushes the producer (it waits for every pending
 batch) and then commits. So an offset is committed only after everything sent before it has
 been answered by the broker, and two things remain to be made sure here:
 
 - *a send that failed*: the flush also ends when a batch failed (after the producer's own
   retries, ``producer_request_timeout``), and Faust only logs that. ``DeliveryGuard`` watches
-  every send's future; after a failure the worker commits nothing more and stops, so a
+  every batch's (and send's) future; after a failure the worker commits nothing more and stops, so a
   restart takes the messages again from the last good commit;
 - *what is queued in memory*: hooks run before every commit (``DeliveryGuard.before_commit``),
-  so for instance the fates recorded so far are handed to the producer first and the flush
-  covers them too.
+  so for instance the fates recorded so far are sent first; the flush hands the bus's open
+  batches to the producer (``transport.Producer``) and waits for them too.
 
 **Exactly once (``METROBUS_PROCESSING_GUARANTEE=exactly_once``)** is Faust's transactional
 mode: a transactional producer per partition; the forwards and the consumed offsets of a
@@ -140,19 +140,23 @@ def install(app: Any) -> DeliveryGuard:
 
     async def send(topic: str, key: bytes | None, value: bytes) -> None:
         # Straight to the producer, as ``Topic.send`` would, minus its per-message future
-        # wrapper and send sensors; at least once to aiokafka's (``producing.py``), in
+        # wrapper and send sensors: at least once in batches of our own (``producing.py``,
+        # handed over whenever Faust flushes the producer, ``transport.Producer``), in
         # exactly-once mode to Faust's transaction manager. Looked up (and started) once.
         nonlocal producer_send
         if producer_send is None:
             producer = await app.maybe_start_producer()
-            producer_send = send_for(app, producer)
+            producer_send, batching = send_for(app, producer, guard.watch)
+            if hasattr(producer, "batching"):
+                producer.batching = batching
         try:
             future = await producer_send(topic, key, value)
         except Exception as exc:
             if not too_large(exc):  # the bus dead-letters a message too large to send; nothing else
                 guard.fail(exc)
             raise
-        guard.watch(future)
+        if future is not None:
+            guard.watch(future)
 
     bus.sender = send
     guard.before_commit(lambda: publish_fates_before_commit(app))

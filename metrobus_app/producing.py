@@ -1,11 +1,19 @@
-"""Sends of an at-least-once worker straight to aiokafka's producer, a key's partition worked out once.
+"""Sends of an at-least-once worker, gathered into aiokafka batches by the bus itself.
 
-Faust's ``Producer.send`` and aiokafka's partitioner cost, per record, a wrapper call and
-two lists of the topic's partitions plus a murmur2 hash of the key in pure Python. A message
-keeps its key on every hop, so the bus hashes a key once and reuses the partition number
-for each topic (Kafka's default partitioner: ``murmur2(key) & 0x7fffffff`` modulo the
-partition count, what aiokafka, kafka-python and the Java client compute). What Faust's
-send does besides is kept: the ``app.on_produce_message`` signal and ``ProducerSendError``.
+Per record, Faust's ``Producer.send`` and aiokafka's ``send`` cost a wrapper, two lists of the
+topic's partitions, a murmur2 hash of the key in pure Python, a delivery future and its
+callbacks. ``BatchingSend`` appends each record to an open batch of its partition
+(aiokafka's ``create_batch``) and hands the batch over whole (``send_batch``) when it is
+full, ``linger_s`` after it was opened, or when ``ship`` is called (before every offset
+commit, ``delivery.py``): one future per batch. The partition is Kafka's default
+(``murmur2(key) & 0x7fffffff`` modulo the partition count, what aiokafka, kafka-python and
+the Java client compute); a message keeps its key on every hop, so a key is hashed once.
+
+Records without a key, for a topic whose partitions the producer does not know yet, or
+larger than a batch, go through aiokafka's ``send`` (which also refuses one above
+``max_request_size`` at once). Batches are handed over in the order they were opened, so
+the records of a partition keep their order. Kept from Faust's send: the
+``app.on_produce_message`` signal and ``ProducerSendError``.
 """
 
 from __future__ import annotations
@@ -20,7 +28,9 @@ from aiokafka.partitioner import murmur2
 from faust.exceptions import ProducerSendError
 from faust.types.enums import ProcessingGuarantee
 
-Send = Callable[[str, bytes | None, bytes | None], Awaitable[asyncio.Future]]
+# A send returns the delivery future of its record, or None when the record went into a
+# batch (whose future goes to the ``on_batch`` callback once the batch is handed over).
+Send = Callable[[str, bytes | None, bytes | None], Awaitable[asyncio.Future | None]]
 
 
 class KeyHashes:
@@ -41,40 +51,106 @@ class KeyHashes:
         return value % count
 
 
-def send_for(app: Any, producer: Any) -> Send:
-    """``direct_send`` where it may be used, else Faust's send of ``producer``."""
-    return direct_send(app, producer) or partial(_faust_send, producer)
+class BatchingSend:
+    """The send of one worker (see the module docstring); ``ship`` hands every open batch over."""
+
+    def __init__(
+        self,
+        producer: Any,
+        on_produce: Callable[..., Any],
+        on_batch: Callable[[asyncio.Future], None],
+        *,
+        linger_s: float,
+        batch_bytes: int,
+    ) -> None:
+        self._ensure = producer._ensure_producer  # Faust's: aiokafka's producer, once started
+        self._on_produce = on_produce
+        self._on_batch = on_batch
+        self.linger_s = linger_s
+        self.batch_bytes = batch_bytes
+        self._hashes = KeyHashes()
+        self._open: dict[tuple[str, int], Any] = {}
+        self._lingering: asyncio.TimerHandle | None = None
+        self._handing_over = asyncio.Lock()  # FIFO: batches reach aiokafka in the order they were closed
+        self._tasks: set[asyncio.Task] = set()
+        self.batches = 0
+
+    async def __call__(self, topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future | None:
+        aio = self._ensure()
+        partitions = aio._metadata.partitions_for_topic(topic) if key is not None else None
+        partition = self._hashes.partition(key, len(partitions)) if partitions else None  # type: ignore[arg-type]
+        self._on_produce(key=key, value=value, partition=partition, timestamp=None, headers=None)
+        if partition is None or value is None or len(value) >= self.batch_bytes:
+            if partition is not None and (topic, partition) in self._open:
+                await self._hand_over([((topic, partition), self._open.pop((topic, partition)))])
+            return await _aiokafka_send(aio, topic, key, value, partition)
+        tp = (topic, partition)
+        while (batch := self._open.get(tp)) is not None:
+            if batch.append(key=key, value=value, timestamp=None) is not None:
+                return None
+            del self._open[tp]  # full; while it is handed over, another sender may open the next one
+            await self._hand_over([(tp, batch)])
+        batch = self._open[tp] = aio.create_batch()
+        batch.append(key=key, value=value, timestamp=None)  # the first record of a batch always fits
+        if self._lingering is None:
+            self._lingering = asyncio.get_running_loop().call_later(self.linger_s, self._linger_over)
+        return None
+
+    async def ship(self) -> None:
+        """Hand every open batch to aiokafka's producer (whose flush then covers them)."""
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._lingering = None
+        if self._open:
+            batches, self._open = list(self._open.items()), {}
+            await self._hand_over(batches)
+
+    def _linger_over(self) -> None:
+        self._lingering = None
+        task = asyncio.ensure_future(self.ship())
+        self._tasks.add(task)  # a reference, or the loop may drop the task half way
+        task.add_done_callback(self._tasks.discard)
+
+    async def _hand_over(self, batches: list[tuple[tuple[str, int], Any]]) -> None:
+        """Give each batch to aiokafka; one it refuses becomes a failed future for ``on_batch``."""
+        async with self._handing_over:
+            for (topic, partition), batch in batches:
+                batch.close()  # ready to go: aiokafka adds nothing to it and does not linger on it
+                try:
+                    future = await self._ensure().send_batch(batch, topic, partition=partition)
+                except Exception as exc:
+                    future = asyncio.get_running_loop().create_future()
+                    future.set_exception(ProducerSendError(f"Error while sending a batch to {topic}: {exc!r}"))
+                self.batches += 1
+                self._on_batch(future)
+
+
+async def _aiokafka_send(aio: Any, topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> Any:
+    try:
+        return await aio.send(topic, value, key=key, partition=partition)
+    except KafkaError as exc:
+        raise ProducerSendError(f"Error while sending: {exc!r}") from exc
+
+
+def send_for(app: Any, producer: Any, on_batch: Callable[[asyncio.Future], None]) -> tuple[Send, BatchingSend | None]:
+    """The send of ``producer`` (Faust's): a ``BatchingSend`` where it may be used, else Faust's own.
+
+    Faust's own in exactly-once mode (``producer`` is then Faust's transaction manager), for
+    an app with its own ``producer_partitioner`` and for a transport other than aiokafka.
+    """
+    conf = app.conf
+    transactional = conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
+    if transactional or conf.producer_partitioner is not None or not hasattr(producer, "_ensure_producer"):
+        return partial(_faust_send, producer), None
+    batching = BatchingSend(
+        producer,
+        app.on_produce_message.send,
+        on_batch,
+        linger_s=conf.producer_linger,
+        batch_bytes=conf.producer_max_batch_size,
+    )
+    return batching, batching
 
 
 async def _faust_send(producer: Any, topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future:
     return await producer.send(topic, key, value, None, None, None)
-
-
-def direct_send(app: Any, producer: Any) -> Send | None:
-    """A send to aiokafka's producer for ``producer`` (Faust's), or None where only Faust's own will do.
-
-    None in exactly-once mode (``producer`` is then Faust's transaction manager), for an
-    app with its own ``producer_partitioner`` and for a transport other than aiokafka. A
-    record without a key, or for a topic whose partitions the producer does not know yet, is
-    left to aiokafka's partitioner.
-    """
-    transactional = app.conf.processing_guarantee == ProcessingGuarantee.EXACTLY_ONCE
-    if transactional or app.conf.producer_partitioner is not None or not hasattr(producer, "_ensure_producer"):
-        return None
-    ensure, on_produce = producer._ensure_producer, app.on_produce_message.send
-    hashes = KeyHashes()
-
-    async def send(topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future:
-        aio = ensure()
-        partition = None
-        if key is not None:
-            partitions = aio._metadata.partitions_for_topic(topic)
-            if partitions:
-                partition = hashes.partition(key, len(partitions))
-        on_produce(key=key, value=value, partition=partition, timestamp=None, headers=None)
-        try:
-            return await aio.send(topic, value, key=key, partition=partition)
-        except KafkaError as exc:
-            raise ProducerSendError(f"Error while sending: {exc!r}") from exc
-
-    return send

@@ -32,7 +32,6 @@ from .envelope import encode_json
 from .fates import IN_TRANSIT, FateStore, fates_topic
 from .metrics import registry
 from .plain_clients import plain_consumer
-from .producing import Send, send_for
 from .settings import Settings
 from .stats import merge, view
 
@@ -67,7 +66,6 @@ class Watch:
         self.fates_published = 0
         self._topics: dict[str, Any] = {}
         self._declared = False  # nothing is sent before the topics exist with their settings
-        self._send_fate: Send | None = None
         self.metrics = registry(self.bus, self.fates)
 
     @property
@@ -215,18 +213,16 @@ class Watch:
     async def publish_fates(self) -> None:
         """Hand the terminal fates recorded since the last call to the producer, for the fates topic.
 
-        Straight to the producer (``producing.py``), not through ``Topic.send``: these are
-        plain records of a topic no agent consumes, and through the topic they cost about
-        three times as much (7 % of a busy worker's CPU instead of 2.3 %,
-        ``bus_benchmark.py --profile``). Faust flushes the producer before it commits offsets,
-        so once a commit is made the fates of the messages it covers are on the broker
-        (``delivery.py`` calls this first).
+        Through the bus's sender (batched and watched like the forwards, ``delivery.py``), not
+        ``Topic.send``: these are plain records of a topic no agent consumes, and through the
+        topic they cost about three times as much (7 % of a busy worker's CPU instead of
+        2.3 %, ``bus_benchmark.py --profile``). The fates are handed over before every offset
+        commit (``delivery.py`` calls this first), so once a commit is made the fates of the
+        messages it covers are on the broker.
         """
         if self.settings.fates_max <= 0 or not self._declared:
             return
-        if self._send_fate is None:
-            self._send_fate = send_for(self.app, self.app.producer)
-        send, name = self._send_fate, self.fates_topic_name
+        send, name = self.bus.sender, self.fates_topic_name
         while batch := self.fates.drain():
             for key, value in batch:
                 await send(name, key, value)

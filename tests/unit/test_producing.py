@@ -1,4 +1,4 @@
-"""The direct send: Kafka's default partition of a key, and where Faust's own send is kept."""
+"""The bus's send: Kafka's default partition of a key, and where Faust's own send is kept."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import faust
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from metrobus_app.producing import KeyHashes, direct_send
+from metrobus_app.producing import BatchingSend, KeyHashes, send_for
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 12])
@@ -28,9 +28,11 @@ def test_the_remembered_hashes_stay_bounded():
     assert len(hashes._hashes) <= 10
 
 
-def test_the_direct_send_is_for_an_at_least_once_worker_with_the_default_partitioner(test_app):
-    assert direct_send(test_app, test_app.producer) is not None
+def test_the_batching_send_is_for_an_at_least_once_worker_with_the_default_partitioner(test_app):
+    _, batching = send_for(test_app, test_app.producer, print)
+    assert isinstance(batching, BatchingSend)
+    assert (batching.linger_s, batching.batch_bytes) == (0.005, 16_384)  # METROBUS_LINGER_MS, METROBUS_BATCH_BYTES
     transactional = faust.App("metrobus-test-eos", processing_guarantee="exactly_once")
-    assert direct_send(transactional, transactional.producer) is None
+    assert send_for(transactional, transactional.producer, print)[1] is None
     own_partitioner = faust.App("metrobus-test-partitioner", producer_partitioner=lambda key, all, available: all[0])
-    assert direct_send(own_partitioner, own_partitioner.producer) is None
+    assert send_for(own_partitioner, own_partitioner.producer, print)[1] is None

@@ -1,0 +1,115 @@
+"""The bus's own batches, against the real broker: nothing lost, each key's order kept, errors said."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import faust
+import pytest
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.partitioner import DefaultPartitioner
+from faust.exceptions import ProducerSendError
+
+from metrobus_app.producing import BatchingSend, send_for
+from metrobus_app.transport import Transport
+
+TOPIC = "Batched"
+
+
+async def started_producer(broker, **settings):
+    admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    await admin.start()
+    await admin.create_topics([NewTopic(TOPIC, 4, 1)])
+    await admin.close()
+    app = TransportApp("metrobus-test-batches", broker=broker.url, producer_linger=0.005, **settings)
+    await app.producer.start()
+    return app
+
+
+class TransportApp(faust.App):
+    """A plain Faust app on the metrobus transport (whose producer's flush hands the batches over)."""
+
+    def _new_transport(self) -> Transport:
+        return Transport(self.conf.broker_consumer, self)
+
+
+async def read_all(broker, expect: int) -> list:
+    consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=broker.bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    records: list = []
+    try:
+        for _ in range(100):
+            for batch in (await consumer.getmany(timeout_ms=300)).values():
+                records.extend(batch)
+            if len(records) >= expect:
+                await asyncio.sleep(1)  # anything beyond the expected would show up too
+                for batch in (await consumer.getmany(timeout_ms=300)).values():
+                    records.extend(batch)
+                return records
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def test_two_senders_and_commits_lose_nothing_and_keep_each_keys_order(broker):
+    app = await started_producer(broker)
+    futures: list[asyncio.Future] = []
+    send, batching = send_for(app, app.producer, futures.append)
+    assert isinstance(batching, BatchingSend)
+    await app.producer._ensure_producer().send_and_wait(TOPIC, b"first", key=b"metadata")  # partitions known
+    rng, n = random.Random(7), 6000
+    keys = [str(rng.randrange(300)).encode() for _ in range(n)]
+
+    async def sender(first: int) -> None:
+        for i in range(first, n, 2):
+            await send(TOPIC, keys[i], b'{"i": %d}' % i + b" " * rng.randrange(600))
+            if i % 40 == 0:
+                await asyncio.sleep(0)
+
+    async def committer() -> None:  # what DeliveryGuard's hook does before each commit
+        for _ in range(30):
+            await asyncio.sleep(0.005)
+            await batching.ship()
+
+    await asyncio.gather(sender(0), sender(1), committer())
+    big = b'{"i": %d}' % n + b" " * 20_000  # above a batch: goes by aiokafka's send
+    assert await send(TOPIC, keys[0], big) is not None
+    await batching.ship()
+    batching.linger_s = 60.0
+    assert await send(TOPIC, b"last", b'{"i": %d}' % (n + 1)) is None  # in a batch for a minute, or until ...
+    handed_over = batching.batches
+    app.producer.batching = batching  # (what delivery.install does)
+    await app.producer.flush()  # ... the flush Faust makes before each commit
+    assert batching.batches == handed_over + 1 and not batching._open
+    assert batching.batches > 10 and all(future.done() and not future.exception() for future in futures)
+
+    records = [r for r in await read_all(broker, n + 3) if r.key != b"metadata"]
+    numbers = [int(r.value.split(b"}")[0].split(b":")[1]) for r in records]
+    assert sorted(numbers) == list(range(n + 2))
+    partitioner, partitions = DefaultPartitioner(), [0, 1, 2, 3]
+    by_key: dict[bytes, list[int]] = {}
+    for record, number in zip(records, numbers, strict=True):
+        assert record.partition == partitioner(record.key, partitions, partitions)
+        by_key.setdefault(record.key, []).append(number)
+    # Each sender's records of a key in the order it sent them (the two senders interleave).
+    for sequence in by_key.values():
+        for parity in (0, 1):
+            mine = [number for number in sequence if number % 2 == parity and number < n]
+            assert mine == sorted(mine)
+    await app.producer.stop()
+
+
+async def test_a_record_above_the_request_size_is_refused_at_once_and_a_refused_batch_fails_its_future(broker):
+    app = await started_producer(broker, producer_max_request_size=50_000)
+    futures: list[asyncio.Future] = []
+    send, batching = send_for(app, app.producer, futures.append)
+    await app.producer._ensure_producer().send_and_wait(TOPIC, b"first", key=b"metadata")
+    with pytest.raises(ProducerSendError) as refused:
+        await send(TOPIC, b"k", b"x" * 60_000)
+    assert type(refused.value.__cause__).__name__ == "MessageSizeTooLargeError"
+    assert await send(TOPIC, b"k", b"small") is None  # in a batch
+    await app.producer.stop()  # the batch has nowhere to go now
+    await batching.ship()
+    assert len(futures) == 1 and isinstance(futures[0].exception(), ProducerSendError)
