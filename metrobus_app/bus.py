@@ -18,6 +18,7 @@ from .cache import Cache
 from .envelope import Envelope, decode_object
 from .errors import Drop, InvalidEnvelope, UnknownStop
 from .intake import events
+from .raw_schema import RawSchema
 from .route import FANOUT, RouteStop, fan_out, send_late_copies, stamp
 from .safety import (
     REPLAY_COUNT_HEADER,
@@ -107,10 +108,7 @@ class Bus:
         except KeyError:
             topic = self._topics[name] = self.app.topic(
                 name,
-                key_type=bytes,
-                value_type=bytes,
-                key_serializer="raw",
-                value_serializer="raw",
+                schema=RawSchema(),
                 partitions=self.settings.partitions,
                 replicas=self.settings.topic_replication,
                 internal=True,

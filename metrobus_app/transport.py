@@ -14,6 +14,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from .delivery import TransactionManager, guard_of
+from .producing import BatchingSend
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -53,7 +54,7 @@ class Consumer(faust_aiokafka.Consumer):
         try:
             while not (should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                batch = [item async for item in self.getmany(timeout=1.0)]
+                batch = await self._fetch_batch(1.0)
                 await asyncio.sleep(0)
                 if batch and not self.should_stop:
                     await self.wait_first(self._deliver(batch), self.suspend_flow.wait())
@@ -74,9 +75,40 @@ class Consumer(faust_aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
+    async def _fetch_batch(self, wait_s: float) -> list[tuple[Any, Any]]:
+        """What Faust's ``getmany`` yields, as a list, with a partition's end offset noted once, not per record.
+
+        ``_drain_messages`` always took the whole batch before delivering any of it; the
+        flow and the generation are checked again for each record at delivery.
+        """
+        records, active_partitions = await self._wait_next_records(wait_s)
+        if records is None or self.should_stop:
+            return []
+        if not self.flow_active:
+            self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
+            try:
+                await self.perform_seek()
+            except Exception as exc:
+                self.log.warning(f"exception performing seek when flow not active {exc}")
+            return []
+        track, buffered, taken = self.app.monitor.track_tp_end_offset, self._buffered_partitions, set()
+        for tp in records:
+            if active_partitions is None or tp in active_partitions or tp in buffered:
+                track(tp, self.highwater(tp))
+                taken.add(tp)
+        to_message = self._to_message
+        return [(tp, to_message(tp, record)) for tp, record in self.scheduler.iterate(records) if tp in taken]
+
     async def _deliver(self, batch: list[tuple[Any, Any]]) -> None:
-        """Hand fetched records to the conductor in order, as Faust's loop does (gaps, commit_every)."""
-        callback, read_offsets = self.callback, self._read_offset
+        """Hand fetched records to the conductor in order, as Faust's loop does (gaps, commit_every).
+
+        Straight to the callback of the record's partition, unless the conductor is changing
+        its callbacks (then through its ``on_message``, which waits for that): Faust's
+        ``on_message`` takes a lock for every record.
+        """
+        on_message, read_offsets = self.callback, self._read_offset
+        conductor = self.app.topics
+        changing, callbacks = conductor._tp_to_callback_lock.locked, conductor._tp_to_callback
         acks_enabled_for = self.app.topics.acks_enabled_for
         generation = self.app.consumer_generation_id
         for n, (tp, message) in enumerate(batch, 1):
@@ -92,7 +124,7 @@ class Consumer(faust_aiokafka.Consumer):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
-            await callback(message)
+            await (on_message(message) if changing() else callbacks[message.tp](message))
             read_offsets[tp] = offset
 
     async def _commit(self, offsets: Any) -> bool:
@@ -103,8 +135,29 @@ class Consumer(faust_aiokafka.Consumer):
         return await super()._commit(offsets)
 
 
+class Producer(faust_aiokafka.Producer):
+    """Faust's aiokafka producer; its flush and its stop first hand over the bus's open batches.
+
+    Faust flushes the producer before every offset commit (at least once): so a commit
+    never covers a forward still in a batch of ``producing.BatchingSend``.
+    """
+
+    batching: BatchingSend | None = None
+
+    async def flush(self) -> None:
+        if self.batching is not None:
+            await self.batching.ship()
+        await super().flush()
+
+    async def on_stop(self) -> None:
+        if self.batching is not None and self._producer is not None:
+            await self.batching.ship()
+        await super().on_stop()
+
+
 class Transport(faust_aiokafka.Transport):
     """Kafka transport of metrobus workers."""
 
     Consumer: ClassVar[Any] = Consumer
+    Producer: ClassVar[Any] = Producer
     TransactionManager: ClassVar[Any] = TransactionManager
