@@ -606,11 +606,15 @@ def wait_for_caches(worker: Process, want: dict[str, int], timeout: float) -> fl
         time.sleep(0.5)
 
 
+def py_spy_path() -> str:
+    return shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+
+
 def start_profiler(ctx: Context, name: str, pid: int) -> Callable[[], Callable[[], None]] | None:
     """With --profile DIR: a py-spy recorder of ``pid`` for the burst (starts when called, stops after)."""
     if ctx.profile_dir is None:
         return None
-    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    py_spy = py_spy_path()
     ctx.profile_dir.mkdir(parents=True, exist_ok=True)
 
     def start() -> Callable[[], None]:
@@ -1038,6 +1042,8 @@ def main(
     extra = dict(_setting(item) for item in worker_settings)
     if snapshot and source.resolve() != ROOT:
         raise click.UsageError("give --source or --snapshot, not both")
+    if profile_dir and not Path(py_spy_path()).exists():
+        raise click.UsageError("--profile needs py-spy (a dev dependency): pip install py-spy")
     begun = time.monotonic()
     work = work_dir.resolve() if work_dir else Path(tempfile.mkdtemp(prefix="metrobus-bench-"))
     work.mkdir(parents=True, exist_ok=True)
