@@ -33,7 +33,8 @@ from typing import Any
 from faust.transport.consumer import TransactionManager as FaustTransactionManager
 
 from .errors import ConfigError, MetrobusError
-from .producing import send_for
+from .fates import fates_topic
+from .producing import crc32_partition, send_for
 from .safety import too_large
 from .settings import Settings
 
@@ -147,6 +148,9 @@ def install(app: Any) -> DeliveryGuard:
         if producer_send is None:
             producer = await app.maybe_start_producer()
             producer_send, batching = send_for(app, producer, guard.watch)
+            if batching is not None:
+                # A fate's key is a message id, each hashed once: murmur2 in Python was 3% of the CPU.
+                batching.partition_by[fates_topic(app.settings.app_id)] = crc32_partition
             if hasattr(producer, "batching"):
                 producer.batching = batching
         try:

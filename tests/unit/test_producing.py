@@ -8,7 +8,7 @@ import faust
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from metrobus_app.producing import BatchingSend, KeyHashes, send_for
+from metrobus_app.producing import BatchingSend, KeyHashes, crc32_partition, send_for
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 12])
@@ -36,3 +36,10 @@ def test_the_batching_send_is_for_an_at_least_once_worker_with_the_default_parti
     assert send_for(transactional, transactional.producer, print)[1] is None
     own_partitioner = faust.App("metrobus-test-partitioner", producer_partitioner=lambda key, all, available: all[0])
     assert send_for(own_partitioner, own_partitioner.producer, print)[1] is None
+
+
+def test_a_message_ids_fates_all_go_to_one_partition_whichever_worker_sends_them():
+    ids = [f"Source-{p}-{offset}-1800000000000".encode() for p in range(4) for offset in range(200)]
+    spread = [crc32_partition(key, 4) for key in ids]
+    assert spread == [crc32_partition(key, 4) for key in ids]  # no per-process seed, unlike hash()
+    assert set(spread) == {0, 1, 2, 3} and max(spread.count(p) for p in range(4)) < 300
