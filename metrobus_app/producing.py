@@ -75,6 +75,8 @@ class BatchingSend:
         self.linger_s = linger_s
         self.batch_bytes = batch_bytes
         self._hashes = KeyHashes()
+        self._counted_by: Any = None  # the aiokafka producer whose metadata ``_counts`` reflects
+        self._counts: dict[str, int] = {}
         # topic -> fn(key, partition count): a partition other than Kafka's default for that topic
         self.partition_by: dict[str, Callable[[bytes, int], int]] = {}
         self._open: dict[tuple[str, int], Any] = {}
@@ -85,11 +87,8 @@ class BatchingSend:
 
     async def __call__(self, topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future | None:
         aio = self._ensure()
-        partitions = aio._metadata.partitions_for_topic(topic) if key is not None else None
-        partition = None
-        if partitions:
-            by = self.partition_by.get(topic, self._hashes.partition)
-            partition = by(key, len(partitions))  # type: ignore[arg-type]
+        count = self._partition_count(aio, topic) if key is not None else 0
+        partition = self.partition_by.get(topic, self._hashes.partition)(key, count) if count else None  # type: ignore[arg-type]
         self._on_produce(key=key, value=value, partition=partition, timestamp=None, headers=None)
         if partition is None or value is None or len(value) >= self.batch_bytes:
             if partition is not None and (topic, partition) in self._open:
@@ -106,6 +105,21 @@ class BatchingSend:
         if self._lingering is None:
             self._lingering = asyncio.get_running_loop().call_later(self.linger_s, self._linger_over)
         return None
+
+    def _partition_count(self, aio: Any, topic: str) -> int:
+        """How many partitions ``topic`` has (0: not known yet), from the producer's metadata.
+
+        Remembered until the metadata changes: aiokafka builds a set of them on every call.
+        """
+        if aio is not self._counted_by:
+            self._counted_by, self._counts = aio, {}
+            aio._metadata.add_listener(lambda _: self._counts.clear())
+        count = self._counts.get(topic)
+        if count is None:
+            count = len(aio._metadata.partitions_for_topic(topic) or ())
+            if count:
+                self._counts[topic] = count
+        return count
 
     async def ship(self) -> None:
         """Hand every open batch to aiokafka's producer (whose flush then covers them)."""
