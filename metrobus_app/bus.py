@@ -52,7 +52,7 @@ FORWARDED, DELIVERED, DROPPED, DEAD_LETTERED = "forwarded", "delivered", "droppe
 
 @dataclass
 class Outcome:
-    """What a stop did with one message; a stop's agent yields one per message to its sinks.
+    """What a stop did with one message; a stop's agent hands one per message to its sinks.
 
     ``detail`` is the next stop, the drop reason or the error type (``message`` then says
     what went wrong). Observers (stats, the record of fates) also get the envelope, when the
