@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import urllib.parse
+from collections import deque
 from typing import Any
 
 import aiohttp
@@ -66,6 +67,8 @@ class Watch:
         self.fates_published = 0
         self._topics: dict[str, Any] = {}
         self._declared = False  # nothing is sent before the topics exist with their settings
+        self._publishing = asyncio.Lock()
+        self._unsent: deque[tuple[bytes, bytes]] = deque()
         self.metrics = registry(self.bus, self.fates)
 
     @property
@@ -222,11 +225,20 @@ class Watch:
         """
         if self.settings.fates_max <= 0 or not self._declared:
             return
-        send, name = self.bus.sender, self.fates_topic_name
-        while batch := self.fates.drain():
-            for key, value in batch:
+        # One publisher at a time, and a fate leaves ``_unsent`` only once sent: fates the
+        # watch's loop took are sent before the commit hook's call returns (a send can wait
+        # for a batch to go out), and those of a cancelled call by the next one.
+        async with self._publishing:
+            send, name, unsent = self.bus.sender, self.fates_topic_name, self._unsent
+            while True:
+                if not unsent:
+                    unsent.extend(self.fates.drain())
+                    if not unsent:
+                        return
+                key, value = unsent[0]
                 await send(name, key, value)
-            self.fates_published += len(batch)
+                unsent.popleft()
+                self.fates_published += 1
 
     async def _read(self, consumer: AIOKafkaConsumer, topics: list[str]) -> None:
         partitions = await self._assign(consumer, topics)

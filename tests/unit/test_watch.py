@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -79,3 +80,36 @@ async def test_a_message_in_transit_here_is_looked_up_on_the_other_workers():
         assert fate["status"] == "delivered"
         assert asked == [(envelope.id, "1")]  # asked for its own record only; the dead peer did not hold it up
         assert await watch.find("nobody-knows") is None
+
+
+async def test_fates_drained_by_the_watch_loop_are_sent_before_the_commit_hooks_publish_returns():
+    app = create_app(Settings(app_id="unit-publish", store="memory://"))
+    watch, sent = app.watch, []
+    watch._declared = True
+    for n in range(50):
+        envelope = Envelope.stamp({"x": n}, ["A"])
+        watch.fates.record(Outcome("A", "delivered", envelope=envelope, received_at=time.time()))
+
+    async def slow_send(topic: str, key: bytes | None, value: bytes) -> None:
+        await asyncio.sleep(0.001)  # as a send does while a full batch is handed over
+        sent.append(key)
+
+    real, app.bus.sender = app.bus.sender, slow_send
+    try:
+        loop_publish = asyncio.ensure_future(watch.publish_fates())  # the watch's loop drains all 50 ...
+        await asyncio.sleep(0.002)
+        await watch.publish_fates()  # ... and the commit hook's call waits for every one of them
+        assert len(sent) == 50
+        await loop_publish
+        for n in range(3):
+            watch.fates.record(
+                Outcome("A", "dropped", envelope=Envelope.stamp({"y": n}, ["A"]), received_at=time.time())
+            )
+        cancelled = asyncio.ensure_future(watch.publish_fates())
+        await asyncio.sleep(0)  # (the first fate's send has begun)
+        cancelled.cancel()
+        await asyncio.gather(cancelled, return_exceptions=True)
+        await watch.publish_fates()  # the next call sends what the cancelled one had taken
+        assert len(sent) == 53 and len(set(sent)) == 53
+    finally:
+        app.bus.sender = real
