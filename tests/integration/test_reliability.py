@@ -92,7 +92,7 @@ def test_kill_9_in_the_middle_of_20000_records_loses_nothing(broker, workers, tm
     result = reconcile(env, wait=180)
 
     assert result["pushed"] == 20_000
-    assert result["unaccounted"] == 0, result["unaccounted_ids"][:10]
+    assert result["unaccounted"] == 0, (result["unaccounted_ids"][:10], worker.log_text()[-3000:])
     assert result["delivered"] + result["dropped"] + result["dead_lettered"] == 20_000
     assert result["dead_lettered"] == 0
     # Duplicates only of what was in flight: taken after the last commit before the kill.
