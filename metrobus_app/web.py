@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from importlib import resources
 from typing import Any
 
@@ -9,6 +10,8 @@ from faust import web
 
 from .fates import where
 from .metrics import CONTENT_TYPE, exposition
+
+LOOKUP_WAIT_S = 5.0
 
 blueprint = web.Blueprint("metrobus")
 DASHBOARD = resources.files(__package__).joinpath("dashboard.html").read_text(encoding="utf-8")
@@ -79,11 +82,19 @@ class CachesView(web.View):
 
 @blueprint.route("/caches/{name}/{key}", name="cache-lookup")
 class CacheLookupView(web.View):
-    """One lookup: ``/metrobus/caches/whitelist/someone@example.com``."""
+    """One lookup: ``/metrobus/caches/whitelist/someone@example.com``.
+
+    While the cache is still loading in this worker (just after it started), the lookup
+    waits up to ``LOOKUP_WAIT_S`` for it, then answers 503: a partial answer would mislead.
+    """
 
     async def get(self, request: web.Request, name: str, key: str) -> web.Response:
         cache = _bus(self).caches.get(name)
         if cache is None:
             return self.notfound(f"no cache named {name!r}")
+        try:
+            await asyncio.wait_for(cache.ready.wait(), LOOKUP_WAIT_S)
+        except TimeoutError:
+            return self.error(503, f"cache {name!r} is still loading in this worker; ask again in a moment")
         value = cache.get(key)
         return self.json({"cache": name, "key": key, "found": value is not None, "value": value})
