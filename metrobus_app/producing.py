@@ -11,7 +11,8 @@ the Java client compute); a message keeps its key on every hop, so a key is hash
 
 Records without a key, for a topic whose partitions the producer does not know yet, or
 larger than a batch, go through aiokafka's ``send`` (which also refuses one above
-``max_request_size`` at once). Batches are handed over in the order they were opened, so
+``max_request_size`` at once). Batches are handed over one at a time, in the order they were
+closed (one waits while aiokafka still holds the previous batch of its partition), so
 the records of a partition keep their order. Kept from Faust's send: the
 ``app.on_produce_message`` signal and ``ProducerSendError``.
 """
