@@ -1,16 +1,16 @@
 """What metrobus promises about delivery, and the few pieces that keep the promise.
 
-**At least once (the default).** Faust acks an event when the stop's agent asks for the next
-one, that is after ``Bus.handle`` returned: by then the forward (or the dead letter) is in
-a batch of the bus (``producing.py``) or with the producer. Offsets are committed by
+**At least once (the default).** A stop's agent acks an event once it handled it
+(``intake.serve``), that is after ``Bus.handle`` returned: by then the forward (or the dead
+letter) is in a batch of the bus (``producing.py``) or with the producer. Offsets are committed by
 ``Consumer._commit_offsets``, which first flushes the producer (it waits for every pending
 batch) and then commits. So an offset is committed only after everything sent before it has
 been answered by the broker, and two things remain to be made sure here:
 
 - *a send that failed*: the flush also ends when a batch failed (after the producer's own
   retries, ``producer_request_timeout``), and Faust only logs that. ``DeliveryGuard`` watches
-  every batch's (and send's) future; after a failure the worker commits nothing more and stops, so a
-  restart takes the messages again from the last good commit;
+  every batch's (and send's) future; after a failure the worker commits nothing more and
+  stops, so a restart takes the messages again from the last good commit;
 - *what is queued in memory*: hooks run before every commit (``DeliveryGuard.before_commit``),
   so for instance the fates recorded so far are sent first; the flush hands the bus's open
   batches to the producer (``transport.Producer``) and waits for them too.
