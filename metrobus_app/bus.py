@@ -13,12 +13,11 @@ from functools import partial
 from typing import Any
 
 import faust
-from faust.agents.agent import current_agent
 
 from .cache import Cache
 from .envelope import Envelope, decode_object
 from .errors import Drop, InvalidEnvelope, UnknownStop
-from .intake import serve
+from .intake import serve_agent
 from .raw_schema import RawSchema
 from .route import FANOUT, RouteStop, fan_out, send_late_copies, stamp
 from .safety import (
@@ -160,9 +159,8 @@ class Bus:
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
-                await serve(stream, lambda event: self.handle(name, call, event.key, event.value), **_sinks())
-                return
-                yield  # never reached: an async generator, so that Faust lets the agent have sinks
+                async for outcome in serve_agent(stream, lambda event: self.handle(name, call, event.key, event.value)):
+                    yield outcome
 
             run.__name__ = run.__qualname__ = f"stop_{name}"
             self._add_agent(name, self.topic(name), run, concurrency)
@@ -180,9 +178,8 @@ class Bus:
         def register(fn: RouteFunction) -> RouteFunction:
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 handle = partial(self.handle_record, name, fn)
-                await serve(stream, lambda event: handle(event.key, event.value, event.message), **_sinks())
-                return
-                yield  # never reached: an async generator, so that Faust lets the agent have sinks
+                async for outcome in serve_agent(stream, lambda event: handle(event.key, event.value, event.message)):
+                    yield outcome
 
             run.__name__ = run.__qualname__ = name
             self._add_agent(name, self.topic(self.settings.source_topic), run, 1)
@@ -271,13 +268,13 @@ class Bus:
                 return self._dropped(stop, f"{stop} gave no route", stub)
             if isinstance(route, Envelope):
                 envelope = route
+                if message_id:
+                    envelope.header["id"] = message_id
             else:
                 check_route(route, self.settings)
                 envelope = stamp(record, route, **({"id": message_id} if message_id else {}))  # with fan-out steps
-            if message_id:
-                envelope.header["id"] = message_id
-                if replays:
-                    envelope.header[REPLAYS] = replays
+            if replays:  # (only a replayed record has them, and it has its id)
+                envelope.header[REPLAYS] = replays
         except Drop as drop:
             return self._dropped(stop, drop.reason, stub)
         except Exception as exc:
@@ -380,17 +377,6 @@ class Bus:
 
     async def _send_to_topic(self, topic: str, key: bytes | None, value: bytes) -> None:
         await self.topic(topic).send(key=key, value=value)
-
-
-def _sinks() -> dict[str, Any]:
-    """``serve``'s ``on_result`` when the running agent has sinks (Faust's test context adds one for ``agent.results``).
-
-    A stop's agent hands its outcomes to its sinks itself, as Faust would for the values it
-    yields, and only when there are sinks when it starts: Faust handles every yielded value
-    (a debug log line, a reply check), about 4% of a stop's CPU for values nobody reads.
-    """
-    agent = current_agent()
-    return {"on_result": agent._delegate_to_sinks} if agent is not None and agent._sinks else {}
 
 
 async def _call(fn: Callable[[Any], Any], arg: Any) -> Any:

@@ -13,10 +13,11 @@ CPU per record than Faust's iterator, and a few percent less again than an async
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import faust
+from faust.agents.agent import current_agent
 from faust.types import EventT
 
 
@@ -80,3 +81,18 @@ async def serve(
         stream._channel_stop_iteration(channel)
         if started_here:
             await stream.stop()
+
+
+async def serve_agent(stream: faust.StreamT, handle: Callable[[EventT], Awaitable[Any]]) -> AsyncIterator[Any]:
+    """``serve`` as the body of a Faust agent; each result goes to the agent's sinks, if it has some.
+
+    An async generator, so that Faust lets the agent have sinks, which yields nothing: Faust
+    handles every yielded value (a debug log line, a reply check), about 4% of a stop's CPU
+    for values nobody reads, so the results go to the sinks (Faust's test context adds one
+    for ``agent.results``) from here, and only when the agent has sinks when it starts.
+    """
+    agent = current_agent()
+    to_sinks = agent._delegate_to_sinks if agent is not None and agent._sinks else None
+    await serve(stream, handle, on_result=to_sinks)
+    return
+    yield  # never reached
