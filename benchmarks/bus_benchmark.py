@@ -169,7 +169,10 @@ class Meter:
         for process in self.processes:
             code = process.popen.poll()
             if code is not None:
-                return f"{process.name} (pid {process.pid}) exited with code {code} during the phase"
+                tail = process.log_tail(4000)
+                return f"{process.name} (pid {process.pid}) exited with code {code} during the phase" + (
+                    f"; log tail:\n{tail}" if tail else ""
+                )
         return None
 
 
