@@ -159,7 +159,8 @@ class Bus:
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
-                async for outcome in serve_agent(stream, lambda event: self.handle(name, call, event.key, event.value)):
+                handle = partial(self.handle, name, call)
+                async for outcome in serve_agent(stream, lambda key, value, _message: handle(key, value)):
                     yield outcome
 
             run.__name__ = run.__qualname__ = f"stop_{name}"
@@ -177,8 +178,7 @@ class Bus:
 
         def register(fn: RouteFunction) -> RouteFunction:
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
-                handle = partial(self.handle_record, name, fn)
-                async for outcome in serve_agent(stream, lambda event: handle(event.key, event.value, event.message)):
+                async for outcome in serve_agent(stream, partial(self.handle_record, name, fn)):
                     yield outcome
 
             run.__name__ = run.__qualname__ = name

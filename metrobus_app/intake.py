@@ -1,4 +1,4 @@
-"""A stop's events, read from its Faust stream's queue and handled one by one at a low cost per event.
+"""A stop's records, read from its Faust stream's queue and handled one by one at a low cost per record.
 
 Faust's stream iterator passes once through the event loop (``asyncio.sleep(0)``) for every
 event, awaits the queue even when it holds events, and runs the stream sensors; an async
@@ -8,33 +8,87 @@ on each event and keeps what the iterator promises: an event is acked once the s
 it, events fetched before a rebalance are skipped as Faust skips them, and the loop gives
 way to other tasks every ``yield_every`` events (benchmarks/bus_benchmark.py: a quarter less
 CPU per record than Faust's iterator, and a few percent less again than an async generator).
+
+The same queue also takes a ``Batch``: the records of one partition fetched together, which
+the bus's consumer (``transport.py``) puts there in place of one Faust event per record when
+the agent serving the channel is the partition's only reader (``Inbox``). A batch's records
+are handled in order and acked together, without an event, a conductor callback or an ack
+per record each (that path was a fifth of a stop's CPU by ``bus_benchmark.py --profile``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
 from faust.agents.agent import current_agent
-from faust.types import EventT
+from faust.types import TP, Message
+from faust.types.tuples import ack_lock
+from mode.utils.futures import notify
+
+Handler = Callable[[bytes | None, bytes | None, Message], Awaitable[Any]]
+
+
+class Batch(NamedTuple):
+    """Records of one partition fetched together, in offset order, and the consumer generation they belong to."""
+
+    tp: TP
+    messages: list[Message]
+    generation: int
+
+
+class Inbox:
+    """Where the consumer puts batches for one agent's channel, and how many records wait there.
+
+    Faust pauses fetching a partition while its channel's queue holds ``stream_buffer_maxsize``
+    events and resumes it below half; an inbox does the same counting records, not batches.
+    """
+
+    def __init__(self, app: faust.App, queue: asyncio.Queue) -> None:
+        self.consumer = app.consumer
+        self.queue = queue
+        self.limit = max(app.conf.stream_buffer_maxsize, 1)
+        self.waiting = 0
+        self.paused: set[TP] = set()
+
+    async def put(self, batch: Batch) -> None:
+        """Queue a batch (waiting while the queue is full of batches), pausing its partition above the limit."""
+        await self.queue.put(batch)
+        self.waiting += len(batch.messages)
+        if self.waiting >= self.limit and batch.tp not in self.paused:
+            self.paused.add(batch.tp)
+            self.consumer.on_buffer_full(batch.tp)
+
+    def taken(self, count: int) -> None:
+        self.waiting -= count
+        if self.paused and self.waiting <= self.limit // 2:
+            for tp in self.paused:
+                self.consumer.on_buffer_drop(tp)
+            self.paused.clear()
+
+
+def inbox_of(channel: Any) -> Inbox | None:
+    """The inbox of a channel that ``serve`` reads, or None (Faust's events only)."""
+    return getattr(channel, "metrobus_inbox", None)
 
 
 async def serve(
     stream: faust.StreamT,
-    handle: Callable[[EventT], Awaitable[Any]],
+    handle: Handler,
     *,
     on_result: Callable[[Any], Awaitable[None]] | None = None,
     yield_every: int = 64,
 ) -> None:
-    """Await ``handle(event)`` for every event of ``stream``, then ack it and pass its result to ``on_result``.
+    """Await ``handle(key, value, message)`` for every record of ``stream``, ack it, pass its result to ``on_result``.
 
     Ends as Faust's iterator ends: when the channel stops the iteration (the agent stops).
-    An event whose handling was interrupted (an exception, a cancel) is not acked, so its
-    offset is not committed and it is read again after a restart (at least once); it is taken
-    out of the consumer's unacked set, or a rebalance would wait for it forever. While
-    ``handle`` runs, ``faust.current_event()`` is the event.
+    A record whose handling was interrupted (an exception, a cancel) is not acked, so its
+    offset is not committed and it is read again after a restart (at least once); an event's
+    is taken out of the consumer's unacked set, or a rebalance would wait for it forever.
+    While ``handle`` runs on a Faust event, ``faust.current_event()`` is the event; on a
+    record of a ``Batch`` it is None.
     """
     app, channel = stream.app, stream.channel
     queue = channel.queue
@@ -44,7 +98,8 @@ async def serve(
     set_current_event = stream._set_current_event
     since_yield = 0
     started_here = await stream.maybe_start()
-    event: Any = None
+    inbox = channel.metrobus_inbox = Inbox(app, queue)
+    item: Any = None
     try:
         while not stream.should_stop:
             if since_yield >= yield_every:
@@ -52,38 +107,90 @@ async def serve(
                 await asyncio.sleep(0)
             try:  # a stopping actor throws StopAsyncIteration into the queue: either get raises it
                 try:
-                    event = queue.get_nowait()
+                    item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     since_yield = 0
-                    event = await channel.__anext__()
+                    item = await channel.__anext__()
             except StopAsyncIteration:
                 return
+            if item.__class__ is Batch:
+                batch, item = item, None
+                try:
+                    await _serve_batch(app, batch, handle, on_result, yield_every)
+                finally:
+                    inbox.taken(len(batch.messages))
+                since_yield = 0
+                continue
             since_yield += 1
-            message = event.message
+            message = item.message
             if not flow_control.is_active() or message.generation_id != app.consumer_generation_id:
-                event.ack()  # fetched before a rebalance: skipped and acked, as Faust's iterator does
-                event = None
+                item.ack()  # fetched before a rebalance: skipped and acked, as Faust's iterator does
+                item = None
                 continue
             if message.topic in acking_topics and not message.tracked:
                 message.tracked = True
                 unacked.add(message)
-            set_current_event(event)  # what faust.current_event() returns inside the stop
-            result = await handle(event)
-            event.ack()
-            event = None
+            set_current_event(item)  # what faust.current_event() returns inside the stop
+            result = await handle(item.key, item.value, message)
+            item.ack()
+            item = None
             set_current_event(None)
             if on_result is not None:
                 await on_result(result)
     finally:
-        if event is not None:
-            unacked.discard(event.message)
+        if item is not None:
+            unacked.discard(item.message)
             set_current_event(None)
+        channel.metrobus_inbox = None
         stream._channel_stop_iteration(channel)
         if started_here:
             await stream.stop()
 
 
-async def serve_agent(stream: faust.StreamT, handle: Callable[[EventT], Awaitable[Any]]) -> AsyncIterator[Any]:
+async def _serve_batch(
+    app: faust.App,
+    batch: Batch,
+    handle: Handler,
+    on_result: Callable[[Any], Awaitable[None]] | None,
+    yield_every: int,
+) -> None:
+    """Handle a batch's records in order; ack those handled, unless a rebalance came meanwhile.
+
+    Records left after a rebalance began are neither handled nor acked: the partition is
+    read again from its committed offset (by this worker or its new owner).
+    """
+    flow_control, generation = app.flow_control, batch.generation
+    done: list[int] = []
+    try:
+        for n, message in enumerate(batch.messages, 1):
+            if not flow_control.is_active() or app.consumer_generation_id != generation:
+                return
+            result = await handle(message.key, message.value, message)
+            done.append(message.offset)
+            if on_result is not None:
+                await on_result(result)
+            if n % yield_every == 0:
+                await asyncio.sleep(0)
+    finally:
+        if done and flow_control.is_active() and app.consumer_generation_id == generation:
+            ack_offsets(app.consumer, batch.tp, done)
+
+
+def ack_offsets(consumer: Any, tp: TP, offsets: list[int]) -> None:
+    """What Faust's ``Consumer.ack`` does for one message, for many offsets of one partition at once."""
+    with ack_lock:
+        committed = consumer._committed_offset[tp]
+        if committed is not None:
+            offsets = [offset for offset in offsets if offset >= committed]
+        index = consumer._acked_index[tp]
+        fresh = [offset for offset in offsets if offset not in index]
+        index.update(fresh)
+        consumer._acked[tp].extend(fresh)
+        consumer._n_acked += len(fresh)
+        notify(consumer._waiting_for_ack)
+
+
+async def serve_agent(stream: faust.StreamT, handle: Handler) -> AsyncIterator[Any]:
     """``serve`` as the body of a Faust agent; each result goes to the agent's sinks, if it has some.
 
     An async generator, so that Faust lets the agent have sinks, which yields nothing: Faust

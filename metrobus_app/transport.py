@@ -16,9 +16,12 @@ from typing import Any, ClassVar
 import aiokafka
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from .delivery import TransactionManager, guard_of
+from .intake import Batch, Inbox, inbox_of
 from .producing import BatchingSend
+from .raw_schema import RawSchema
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -104,17 +107,21 @@ class Consumer(faust_aiokafka.Consumer):
         return [(tp, to_message(tp, record)) for tp, record in self.scheduler.iterate(records) if tp in taken]
 
     async def _deliver(self, batch: list[tuple[Any, Any]]) -> None:
-        """Hand fetched records to the conductor in order, as Faust's loop does (gaps, commit_every).
+        """Hand fetched records to the agents in order, as Faust's loop does (gaps, commit_every).
 
-        Straight to the callback of the record's partition, unless the conductor is changing
-        its callbacks (then through its ``on_message``, which waits for that): Faust's
-        ``on_message`` takes a lock for every record.
+        A partition whose only reader is an agent served by ``intake.serve`` gets its records
+        as one ``intake.Batch`` in that agent's queue. Any other record goes straight to the
+        callback of its partition, unless the conductor is changing its callbacks (then
+        through its ``on_message``, which waits for that): Faust's ``on_message`` takes a
+        lock for every record.
         """
         on_message, read_offsets = self.callback, self._read_offset
         conductor = self.app.topics
         changing, callbacks = conductor._tp_to_callback_lock.locked, conductor._tp_to_callback
-        acks_enabled_for = self.app.topics.acks_enabled_for
+        acks_enabled_for = conductor.acks_enabled_for
         generation = self.app.consumer_generation_id
+        inboxes: dict[Any, Inbox | None] = {}
+        gathered: dict[Any, list[Any]] = {}
         for n, (tp, message) in enumerate(batch, 1):
             if not self.flow_active or self.app.consumer_generation_id != generation:
                 return
@@ -128,8 +135,27 @@ class Consumer(faust_aiokafka.Consumer):
             if self._commit_every is not None and self._n_acked >= self._commit_every:
                 self._n_acked = 0
                 await self.commit()
-            await (on_message(message) if changing() else callbacks[message.tp](message))
+            try:
+                inbox = inboxes[tp]
+            except KeyError:
+                inbox = inboxes[tp] = None if changing() else self._inbox(message.tp)
+            if inbox is not None:
+                gathered.setdefault(tp, []).append(message)
+            else:
+                await (on_message(message) if changing() else callbacks[message.tp](message))
             read_offsets[tp] = offset
+        for tp, messages in gathered.items():
+            await inboxes[tp].put(Batch(TP(tp.topic, tp.partition), messages, generation))  # type: ignore[union-attr]
+
+    def _inbox(self, tp: Any) -> Inbox | None:
+        """The inbox of the partition's only reader, if that is an agent served by ``intake.serve`` on raw bytes."""
+        channels = self.app.topics._tp_index.get(tp)
+        if not channels or len(channels) != 1 or not self.app.topics.acks_enabled_for(tp.topic):
+            return None
+        (channel,) = channels
+        if not isinstance(getattr(channel, "schema", None), RawSchema):
+            return None
+        return inbox_of(channel)
 
     async def _commit(self, offsets: Any) -> bool:
         # Faust has flushed the producer; a send that failed means: commit nothing.

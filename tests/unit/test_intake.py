@@ -1,4 +1,4 @@
-"""``intake.serve``: a stop's events straight from its stream's queue, through Faust's test context."""
+"""``intake.serve``: a stop's events and batches straight from its stream's queue, through Faust's test context."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import asyncio
 import faust
 import pytest
 from faust.agents.agent import current_agent
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
-from metrobus_app.intake import serve
+from metrobus_app.intake import Batch, Inbox, inbox_of, serve
 
 
 @pytest.fixture()
@@ -22,14 +24,15 @@ def app() -> faust.App:
 async def test_an_event_is_acked_once_handled_and_its_result_goes_to_the_sinks(app: faust.App) -> None:
     handled: list[faust.types.EventT] = []
 
-    async def handle(event: faust.types.EventT) -> tuple:
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> tuple:
+        event = faust.current_event()
         previous = handled[-1] if handled else None
         handled.append(event)
         return (
-            event.value,
+            value,
             previous.message.acked if previous is not None else None,
             event.message.acked,
-            faust.current_event() is event,
+            event.message is message,
         )
 
     @app.agent()
@@ -50,11 +53,11 @@ async def test_an_event_is_acked_once_handled_and_its_result_goes_to_the_sinks(a
 async def test_an_event_whose_handling_failed_is_not_acked(app: faust.App) -> None:
     taken: list[faust.types.EventT] = []
 
-    async def handle(event: faust.types.EventT) -> bytes:
-        taken.append(event)
-        if event.value == b"bad":
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> bytes | None:
+        taken.append(faust.current_event())
+        if value == b"bad":
             raise RuntimeError("the stop failed half-way")
-        return event.value
+        return value
 
     @app.agent()
     async def agent(stream: faust.StreamT):
@@ -75,8 +78,8 @@ async def test_serving_ends_quietly_when_the_actor_stops_the_channel(app: faust.
     stream = app.channel().stream()
     seen: list[bytes] = []
 
-    async def handle(event: faust.types.EventT) -> None:
-        seen.append(event.value)
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> None:
+        seen.append(value)
 
     task = asyncio.ensure_future(serve(stream, handle))
     await stream.channel.send(value=b"one")
@@ -93,8 +96,117 @@ async def test_serving_ends_quietly_when_the_stop_is_thrown_while_events_wait(ap
     stream.channel._throw(StopAsyncIteration())  # thrown errors come out before queued events
     seen: list[bytes] = []
 
-    async def handle(event: faust.types.EventT) -> None:
-        seen.append(event.value)
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> None:
+        seen.append(value)
 
     await asyncio.wait_for(serve(stream, handle), timeout=5)
     assert seen == []
+
+
+def _messages(tp: TP, offsets: range, generation: int = 0) -> list[ConsumerMessage]:
+    return [
+        ConsumerMessage(
+            tp.topic,
+            tp.partition,
+            offset,
+            0.0,
+            0,
+            [],
+            b"k",
+            f"v{offset}".encode(),
+            None,
+            tp=tp,
+            generation_id=generation,
+        )
+        for offset in offsets
+    ]
+
+
+async def _serve_in_background(app: faust.App, handle) -> tuple[faust.StreamT, asyncio.Task]:
+    stream = app.channel().stream()
+    task = asyncio.ensure_future(serve(stream, handle))
+    for _ in range(100):
+        if inbox_of(stream.channel) is not None:
+            break
+        await asyncio.sleep(0.01)
+    return stream, task
+
+
+async def _stop(stream: faust.StreamT, task: asyncio.Task) -> None:
+    stream.channel._throw(StopAsyncIteration())
+    await asyncio.wait_for(task, timeout=5)
+
+
+async def test_a_batch_is_handled_in_order_and_its_offsets_acked_together(app: faust.App) -> None:
+    tp = TP("Stop", 2)
+    seen: list[tuple] = []
+
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> None:
+        seen.append((key, value, message.offset, list(app.consumer._acked[tp]), faust.current_event()))
+
+    stream, task = await _serve_in_background(app, handle)
+    inbox = inbox_of(stream.channel)
+    await inbox.put(Batch(tp, _messages(tp, range(10, 13)), app.consumer_generation_id))
+    for _ in range(100):
+        if len(seen) == 3 and app.consumer._acked[tp]:
+            break
+        await asyncio.sleep(0.01)
+    await _stop(stream, task)
+    assert seen == [(b"k", b"v10", 10, [], None), (b"k", b"v11", 11, [], None), (b"k", b"v12", 12, [], None)]
+    assert app.consumer._acked[tp] == [10, 11, 12]
+    assert app.consumer._new_offset(tp) == 13
+    assert inbox.waiting == 0
+    assert inbox_of(stream.channel) is None  # the consumer no longer hands batches to a stopped agent
+
+
+async def test_a_batch_stops_at_a_failed_record_and_acks_only_those_before(app: faust.App) -> None:
+    tp = TP("Stop", 0)
+
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> None:
+        if value == b"v2":
+            raise RuntimeError("the stop failed half-way")
+
+    stream = app.channel().stream()
+    await stream.channel.put(Batch(tp, _messages(tp, range(0, 4)), app.consumer_generation_id))
+    with pytest.raises(RuntimeError):
+        await asyncio.wait_for(serve(stream, handle), timeout=5)
+    assert app.consumer._acked[tp] == [0, 1]
+
+
+async def test_a_batch_from_before_a_rebalance_is_neither_handled_nor_acked(app: faust.App) -> None:
+    tp = TP("Stop", 1)
+    seen: list[int] = []
+
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> None:
+        seen.append(message.offset)
+        if message.offset == 5:
+            app.consumer_generation_id += 1  # a rebalance while the batch is being handled
+
+    stream, task = await _serve_in_background(app, handle)
+    old = app.consumer_generation_id - 1
+    await stream.channel.put(Batch(tp, _messages(tp, range(0, 3)), old))
+    await stream.channel.put(Batch(tp, _messages(tp, range(4, 8)), app.consumer_generation_id))
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    await _stop(stream, task)
+    assert seen == [4, 5]  # none of the stale batch; the live one until the rebalance came
+    assert app.consumer._acked[tp] == []  # read again from the committed offset, by whoever owns it now
+
+
+async def test_an_inbox_pauses_a_partition_above_its_limit_and_resumes_it_below_half(app: faust.App) -> None:
+    tp = TP("Stop", 3)
+    consumer = app.consumer
+    consumer._active_partitions = {tp}
+    inbox = Inbox(app, asyncio.Queue())
+    inbox.limit = 10
+    await inbox.put(Batch(tp, _messages(tp, range(0, 6)), 0))
+    assert tp in consumer._active_partitions
+    await inbox.put(Batch(tp, _messages(tp, range(6, 12)), 0))
+    assert tp not in consumer._active_partitions and tp in consumer._buffered_partitions
+    inbox.taken(6)
+    assert tp not in consumer._active_partitions  # 6 still wait: above half the limit
+    inbox.taken(6)
+    assert tp in consumer._active_partitions and tp not in consumer._buffered_partitions
