@@ -44,6 +44,9 @@ class Inbox:
 
     Faust pauses fetching a partition while its channel's queue holds ``stream_buffer_maxsize``
     events and resumes it below half; an inbox does the same counting records, not batches.
+    Only records still in the queue count (not the batch being handled); a queue found empty
+    counts none, as after Faust clears the queues at a rebalance. The actors of an agent with
+    ``concurrency`` above 1 read one channel: they share its inbox (``readers``).
     """
 
     def __init__(self, app: faust.App, queue: asyncio.Queue) -> None:
@@ -52,17 +55,21 @@ class Inbox:
         self.limit = max(app.conf.stream_buffer_maxsize, 1)
         self.waiting = 0
         self.paused: set[TP] = set()
+        self.readers = 0
 
     async def put(self, batch: Batch) -> None:
         """Queue a batch (waiting while the queue is full of batches), pausing its partition above the limit."""
+        if self.queue.empty():
+            self.waiting = 0
         await self.queue.put(batch)
         self.waiting += len(batch.messages)
         if self.waiting >= self.limit and batch.tp not in self.paused:
             self.paused.add(batch.tp)
             self.consumer.on_buffer_full(batch.tp)
 
-    def taken(self, count: int) -> None:
-        self.waiting -= count
+    def taken(self, batch: Batch) -> None:
+        """``batch`` left the queue: resume the paused partitions once at most half the limit waits."""
+        self.waiting = self.waiting - len(batch.messages) if not self.queue.empty() else 0
         if self.paused and self.waiting <= self.limit // 2:
             for tp in self.paused:
                 self.consumer.on_buffer_drop(tp)
@@ -71,7 +78,8 @@ class Inbox:
 
 def inbox_of(channel: Any) -> Inbox | None:
     """The inbox of a channel that ``serve`` reads, or None (Faust's events only)."""
-    return getattr(channel, "metrobus_inbox", None)
+    inbox = getattr(channel, "metrobus_inbox", None)
+    return inbox if inbox is not None and inbox.readers else None
 
 
 async def serve(
@@ -98,7 +106,10 @@ async def serve(
     set_current_event = stream._set_current_event
     since_yield = 0
     started_here = await stream.maybe_start()
-    inbox = channel.metrobus_inbox = Inbox(app, queue)
+    inbox = getattr(channel, "metrobus_inbox", None)
+    if inbox is None:
+        inbox = channel.metrobus_inbox = Inbox(app, queue)
+    inbox.readers += 1
     item: Any = None
     try:
         while not stream.should_stop:
@@ -115,10 +126,8 @@ async def serve(
                 return
             if item.__class__ is Batch:
                 batch, item = item, None
-                try:
-                    await _serve_batch(app, batch, handle, on_result, yield_every)
-                finally:
-                    inbox.taken(len(batch.messages))
+                inbox.taken(batch)
+                await _serve_batch(app, batch, handle, on_result, yield_every)
                 since_yield = 0
                 continue
             since_yield += 1
@@ -141,7 +150,7 @@ async def serve(
         if item is not None:
             unacked.discard(item.message)
             set_current_event(None)
-        channel.metrobus_inbox = None
+        inbox.readers -= 1
         stream._channel_stop_iteration(channel)
         if started_here:
             await stream.stop()

@@ -206,7 +206,50 @@ async def test_an_inbox_pauses_a_partition_above_its_limit_and_resumes_it_below_
     assert tp in consumer._active_partitions
     await inbox.put(Batch(tp, _messages(tp, range(6, 12)), 0))
     assert tp not in consumer._active_partitions and tp in consumer._buffered_partitions
-    inbox.taken(6)
+    inbox.taken(inbox.queue.get_nowait())
     assert tp not in consumer._active_partitions  # 6 still wait: above half the limit
-    inbox.taken(6)
+    inbox.taken(inbox.queue.get_nowait())
     assert tp in consumer._active_partitions and tp not in consumer._buffered_partitions
+
+
+async def test_an_inbox_counts_nothing_waiting_once_its_queue_was_cleared(app: faust.App) -> None:
+    tp = TP("Stop", 3)
+    app.consumer._active_partitions = {tp}
+    stream = app.channel().stream()
+    inbox = Inbox(app, stream.channel.queue)
+    inbox.limit = 10
+    await inbox.put(Batch(tp, _messages(tp, range(0, 8)), 0))
+    app.flow_control.resume()  # what a rebalance ends with: Faust clears the streams' queues
+    assert stream.channel.queue.empty()
+    await inbox.put(Batch(tp, _messages(tp, range(8, 12)), 0))
+    assert inbox.waiting == 4
+    assert tp in app.consumer._active_partitions  # not paused for records that no longer wait
+
+
+async def test_the_actors_of_one_agent_share_their_channels_inbox(app: faust.App) -> None:
+    tp = TP("Stop", 0)
+    seen: list[int] = []
+
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> None:
+        seen.append(message.offset)
+
+    stream = app.channel().stream()
+    actors = [asyncio.ensure_future(serve(stream, handle)) for _ in range(2)]
+    for _ in range(100):
+        if inbox_of(stream.channel) is not None and inbox_of(stream.channel).readers == 2:
+            break
+        await asyncio.sleep(0.01)
+    inbox = inbox_of(stream.channel)
+    await inbox.put(Batch(tp, _messages(tp, range(0, 3)), app.consumer_generation_id))
+    await inbox.put(Batch(tp, _messages(tp, range(3, 6)), app.consumer_generation_id))
+    for _ in range(100):
+        if len(seen) == 6:
+            break
+        await asyncio.sleep(0.01)
+    assert sorted(seen) == list(range(6)) and inbox.waiting == 0
+    stream.channel._throw(StopAsyncIteration())
+    await asyncio.wait(actors, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+    assert inbox_of(stream.channel) is inbox  # one actor still reads it
+    stream.channel._throw(StopAsyncIteration())
+    await asyncio.wait_for(asyncio.gather(*actors), timeout=5)
+    assert inbox_of(stream.channel) is None
