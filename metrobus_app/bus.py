@@ -17,7 +17,7 @@ import faust
 from .cache import Cache
 from .envelope import Envelope, decode_object
 from .errors import Drop, InvalidEnvelope, UnknownStop
-from .intake import serve_agent
+from .intake import serve_agent, timestamp_ms
 from .raw_schema import RawSchema
 from .route import FANOUT, RouteStop, fan_out, send_late_copies, stamp
 from .safety import (
@@ -203,7 +203,8 @@ class Bus:
     ) -> Outcome:
         """Stamp a route on one raw record and send it to its first stop; never raises.
 
-        ``message`` is the source record's Faust message: its position gives the message id
+        ``message`` is the source record (Faust's message or aiokafka's record, as
+        ``intake.serve`` hands it over): its position gives the message id
         (``safety.source_id``), the same each time the record is read.
         """
         received_at, started = time.time(), time.perf_counter()
@@ -253,7 +254,7 @@ class Bus:
         if replayed_id:
             message_id = replayed_id.decode(errors="replace")
         elif message is not None:
-            message_id = source_id(message.topic, message.partition, message.offset, round(message.timestamp * 1000))
+            message_id = source_id(message.topic, message.partition, message.offset, timestamp_ms(message))
         else:
             message_id = None
         replays = int(kafka_header(headers, REPLAY_COUNT_HEADER) or 0) if replayed_id else 0

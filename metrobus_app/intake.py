@@ -9,11 +9,12 @@ it, events fetched before a rebalance are skipped as Faust skips them, and the l
 way to other tasks every ``yield_every`` events (benchmarks/bus_benchmark.py: a quarter less
 CPU per record than Faust's iterator, and a few percent less again than an async generator).
 
-The same queue also takes a ``Batch``: the records of one partition fetched together, which
-the bus's consumer (``transport.py``) puts there in place of one Faust event per record when
-the agent serving the channel is the partition's only reader (``Inbox``). A batch's records
-are handled in order and acked together, without an event, a conductor callback or an ack
-per record each (that path was a fifth of a stop's CPU by ``bus_benchmark.py --profile``).
+The same queue also takes a ``Batch``: aiokafka's records of one partition fetched together,
+which the bus's consumer (``transport.py``) puts there in place of one Faust message and event
+per record when the agent serving the channel is the partition's only reader (``Inbox``). A
+batch's records are handled in order and acked together, without a Faust message, event,
+conductor callback or ack per record (that path was a fifth of a stop's CPU by
+``bus_benchmark.py --profile``).
 """
 
 from __future__ import annotations
@@ -23,19 +24,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, NamedTuple
 
 import faust
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.agents.agent import current_agent
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
-Handler = Callable[[bytes | None, bytes | None, Message], Awaitable[Any]]
+# key, value, and what they came in: Faust's message for an event, aiokafka's record in a
+# batch (timestamps in seconds and in milliseconds: ``timestamp_ms``).
+Handler = Callable[[bytes | None, bytes | None, Message | ConsumerRecord], Awaitable[Any]]
 
 
 class Batch(NamedTuple):
-    """Records of one partition fetched together, in offset order, and the consumer generation they belong to."""
+    """aiokafka's records of one partition fetched together, in offset order, and their consumer generation."""
 
-    tp: TP
-    messages: list[Message]
+    tp: TopicPartition
+    records: list[ConsumerRecord]
     generation: int
 
 
@@ -62,14 +66,15 @@ class Inbox:
         if self.queue.empty():
             self.waiting = 0
         await self.queue.put(batch)
-        self.waiting += len(batch.messages)
-        if self.waiting >= self.limit and batch.tp not in self.paused:
-            self.paused.add(batch.tp)
-            self.consumer.on_buffer_full(batch.tp)
+        self.waiting += len(batch.records)
+        tp = TP(batch.tp.topic, batch.tp.partition)  # Faust's kind, as its active partitions hold
+        if self.waiting >= self.limit and tp not in self.paused:
+            self.paused.add(tp)
+            self.consumer.on_buffer_full(tp)
 
     def taken(self, batch: Batch) -> None:
         """``batch`` left the queue: resume the paused partitions once at most half the limit waits."""
-        self.waiting = self.waiting - len(batch.messages) if not self.queue.empty() else 0
+        self.waiting = self.waiting - len(batch.records) if not self.queue.empty() else 0
         if self.paused and self.waiting <= self.limit // 2:
             for tp in self.paused:
                 self.consumer.on_buffer_drop(tp)
@@ -171,11 +176,11 @@ async def _serve_batch(
     flow_control, generation = app.flow_control, batch.generation
     done: list[int] = []
     try:
-        for n, message in enumerate(batch.messages, 1):
+        for n, record in enumerate(batch.records, 1):
             if not flow_control.is_active() or app.consumer_generation_id != generation:
                 return
-            result = await handle(message.key, message.value, message)
-            done.append(message.offset)
+            result = await handle(record.key, record.value, record)
+            done.append(record.offset)
             if on_result is not None:
                 await on_result(result)
             if n % yield_every == 0:
@@ -185,8 +190,13 @@ async def _serve_batch(
             ack_offsets(app.consumer, batch.tp, done)
 
 
-def ack_offsets(consumer: Any, tp: TP, offsets: list[int]) -> None:
-    """What Faust's ``Consumer.ack`` does for one message, for many offsets of one partition at once."""
+def ack_offsets(consumer: Any, tp: TP | TopicPartition, offsets: list[int]) -> None:
+    """What Faust's ``Consumer.ack`` does for one message, for many offsets of one partition at once.
+
+    The acked offsets are kept under aiokafka's kind of partition, as Faust's messages carry
+    it: a commit hands those keys to aiokafka, whose transactional commit refuses any other.
+    """
+    tp = TopicPartition(tp.topic, tp.partition)
     with ack_lock:
         committed = consumer._committed_offset[tp]
         if committed is not None:
@@ -197,6 +207,13 @@ def ack_offsets(consumer: Any, tp: TP, offsets: list[int]) -> None:
         consumer._acked[tp].extend(fresh)
         consumer._n_acked += len(fresh)
         notify(consumer._waiting_for_ack)
+
+
+def timestamp_ms(message: Message | ConsumerRecord) -> int:
+    """When a record was written, in milliseconds, from either kind of message a ``Handler`` gets."""
+    if isinstance(message, ConsumerRecord):
+        return message.timestamp
+    return round(message.timestamp * 1000)
 
 
 async def serve_agent(stream: faust.StreamT, handle: Handler) -> AsyncIterator[Any]:

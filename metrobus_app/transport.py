@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 import aiokafka
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
 
 from .delivery import TransactionManager, guard_of
 from .intake import Batch, Inbox, inbox_of
@@ -61,10 +60,10 @@ class Consumer(faust_aiokafka.Consumer):
         try:
             while not (should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                batch = await self._fetch_batch(1.0)
+                batches, batch = await self._fetch_batch(1.0)
                 await asyncio.sleep(0)
-                if batch and not self.should_stop:
-                    await self.wait_first(self._deliver(batch), self.suspend_flow.wait())
+                if (batches or batch) and not self.should_stop:
+                    await self.wait_first(self._deliver(batches, batch), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -82,46 +81,68 @@ class Consumer(faust_aiokafka.Consumer):
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
 
-    async def _fetch_batch(self, wait_s: float) -> list[tuple[Any, Any]]:
-        """What Faust's ``getmany`` yields, as a list, with a partition's end offset noted once, not per record.
+    async def _fetch_batch(self, wait_s: float) -> tuple[dict[Any, tuple[Inbox, list[Any]]], list[tuple[Any, Any]]]:
+        """What Faust's ``getmany`` yields, as lists, with a partition's end offset noted once, not per record.
 
-        ``_drain_messages`` always took the whole batch before delivering any of it; the
-        flow and the generation are checked again for each record at delivery.
+        First, per partition whose only reader is an agent served by ``intake.serve``, its
+        inbox and aiokafka's records as they came (``intake.Batch``); then every other record
+        as Faust's message, in Faust's round-robin order. ``_drain_messages`` always took the
+        whole fetch before delivering any of it; the flow and the generation are checked again
+        at delivery.
         """
         records, active_partitions = await self._wait_next_records(wait_s)
         if records is None or self.should_stop:
-            return []
+            return {}, []
         if not self.flow_active:
             self.log.dev("getmany called while flow not active. Seek back to committed offsets.")
             try:
                 await self.perform_seek()
             except Exception as exc:
                 self.log.warning(f"exception performing seek when flow not active {exc}")
-            return []
-        track, buffered, taken = self.app.monitor.track_tp_end_offset, self._buffered_partitions, set()
-        for tp in records:
+            return {}, []
+        track, buffered = self.app.monitor.track_tp_end_offset, self._buffered_partitions
+        changing = self.app.topics._tp_to_callback_lock.locked()
+        batches, rest = {}, {}
+        for tp, taken in records.items():
             if active_partitions is None or tp in active_partitions or tp in buffered:
                 track(tp, self.highwater(tp))
-                taken.add(tp)
+                inbox = None if changing else self._inbox(tp)
+                if inbox is not None:
+                    batches[tp] = (inbox, taken)
+                else:
+                    rest[tp] = taken
         to_message = self._to_message
-        return [(tp, to_message(tp, record)) for tp, record in self.scheduler.iterate(records) if tp in taken]
+        return batches, [(tp, to_message(tp, record)) for tp, record in self.scheduler.iterate(rest)] if rest else []
 
-    async def _deliver(self, batch: list[tuple[Any, Any]]) -> None:
-        """Hand fetched records to the agents in order, as Faust's loop does (gaps, commit_every).
+    async def _deliver(self, batches: dict[Any, tuple[Inbox, list[Any]]], batch: list[tuple[Any, Any]]) -> None:
+        """Hand fetched records to the agents, in order per partition, as Faust's loop does (gaps, commit_every).
 
-        A partition whose only reader is an agent served by ``intake.serve`` gets its records
-        as one ``intake.Batch`` in that agent's queue. Any other record goes straight to the
-        callback of its partition, unless the conductor is changing its callbacks (then
-        through its ``on_message``, which waits for that): Faust's ``on_message`` takes a
-        lock for every record.
+        ``batches`` go to their inboxes whole. Any other record goes straight to the callback
+        of its partition, unless the conductor is changing its callbacks (then through its
+        ``on_message``, which waits for that): Faust's ``on_message`` takes a lock for every record.
         """
-        on_message, read_offsets = self.callback, self._read_offset
+        read_offsets, generation = self._read_offset, self.app.consumer_generation_id
+        for tp, (inbox, records) in batches.items():
+            if not self.flow_active or self.app.consumer_generation_id != generation:
+                return
+            read_offset = read_offsets[tp]
+            if read_offset is not None and records[0].offset < read_offset:
+                records = [record for record in records if record.offset >= read_offset]
+                if not records:
+                    continue
+            previous = read_offset
+            if previous is None or records[-1].offset - previous != len(records):  # a gap before or inside
+                for record in records:
+                    if previous and record.offset - previous > 1:
+                        await self._add_gap(tp, previous + 1, record.offset)
+                    previous = record.offset
+            await self._maybe_commit()
+            await inbox.put(Batch(tp, records, generation))
+            read_offsets[tp] = records[-1].offset
+        on_message = self.callback
         conductor = self.app.topics
         changing, callbacks = conductor._tp_to_callback_lock.locked, conductor._tp_to_callback
         acks_enabled_for = conductor.acks_enabled_for
-        generation = self.app.consumer_generation_id
-        inboxes: dict[Any, Inbox | None] = {}
-        gathered: dict[Any, list[Any]] = {}
         for n, (tp, message) in enumerate(batch, 1):
             if not self.flow_active or self.app.consumer_generation_id != generation:
                 return
@@ -132,20 +153,14 @@ class Consumer(faust_aiokafka.Consumer):
                 continue
             if read_offset and offset - read_offset > 1 and acks_enabled_for(message.topic):
                 await self._add_gap(tp, read_offset + 1, offset)
-            if self._commit_every is not None and self._n_acked >= self._commit_every:
-                self._n_acked = 0
-                await self.commit()
-            try:
-                inbox = inboxes[tp]
-            except KeyError:
-                inbox = inboxes[tp] = None if changing() else self._inbox(message.tp)
-            if inbox is not None:
-                gathered.setdefault(tp, []).append(message)
-            else:
-                await (on_message(message) if changing() else callbacks[message.tp](message))
+            await self._maybe_commit()
+            await (on_message(message) if changing() else callbacks[message.tp](message))
             read_offsets[tp] = offset
-        for tp, messages in gathered.items():
-            await inboxes[tp].put(Batch(TP(tp.topic, tp.partition), messages, generation))  # type: ignore[union-attr]
+
+    async def _maybe_commit(self) -> None:
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
 
     def _inbox(self, tp: Any) -> Inbox | None:
         """The inbox of the partition's only reader, if that is an agent served by ``intake.serve`` on raw bytes."""
