@@ -149,7 +149,7 @@ def install(app: Any) -> DeliveryGuard:
             producer = await app.maybe_start_producer()
             producer_send, batching = send_for(app, producer, guard.watch)
             if batching is not None:
-                # A fate's key is a message id, each hashed once: murmur2 in Python was 3% of the CPU.
+                # A fates record's key is used once: crc32 in C, not murmur2 in Python kept for reuse.
                 batching.partition_by[fates_topic(app.settings.app_id)] = crc32_partition
             if hasattr(producer, "batching"):
                 producer.batching = batching

@@ -6,6 +6,12 @@ dead-lettered one has a *terminal* fate, which is also queued for publishing on 
 ``<app id>-fates`` topic, so that every worker (which reads that topic into its own store
 with ``load``) can answer for any message.
 
+On that topic a record holds the fates of many messages (``drain`` makes one, ``fate_lines``
+reads one): a line per fate, ``<message id as a JSON string> TAB <the fate as a JSON object>``
+(a JSON text holds no raw tab or newline). A record per fate cost the worker three sends and
+reads per message more than the message itself needed; a record of the older format, one
+fate keyed by its message id, is still read.
+
 Bounds: at most ``max_count`` records (the oldest go first) and none older than ``ttl_s``
 seconds (swept every 0.5 s by the worker's watch task, and checked on every lookup). Fates
 read from the topic are kept as the bytes that came in, decoded only when someone asks, so
@@ -21,8 +27,10 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from .envelope import encode_json
 
@@ -34,6 +42,7 @@ COPIED = "copied"
 COPY_MARK = "#copy="  # the record of copy "2" of message "abc" is "abc#copy=2"
 TERMINAL = ("delivered", "dropped", "dead_lettered")
 MESSAGE_CHARS = 500
+RECORD_BYTES = 128 * 1024  # of fates in one record of the fates topic (Kafka's default limit is 1 MiB)
 
 
 def fates_topic(app_id: str) -> str:
@@ -113,23 +122,29 @@ class FateStore:
 
     # --- publishing and reading the topic -----------------------------------------------
 
-    def drain(self, limit: int = 10_000) -> list[tuple[bytes, bytes]]:
-        """Up to ``limit`` terminal fates to publish, as (key, value) of the fates topic."""
-        batch = []
-        while self.pending and len(batch) < limit:
-            message_id, what = self.pending.popleft()
-            batch.append((message_id.encode(), encode_json(_terminal(message_id, what))))
-        return batch
+    def drain(self, max_bytes: int = RECORD_BYTES) -> bytes | None:
+        """The oldest fates not yet published, about ``max_bytes`` of them, as one record value (None: none)."""
+        lines: list[bytes] = []
+        size, pending = 0, self.pending
+        while pending and size < max_bytes:
+            message_id, what = pending.popleft()
+            line = orjson.dumps(message_id) + b"\t" + encode_json(_terminal(message_id, what))
+            lines.append(line)
+            size += len(line) + 1
+        return b"\n".join(lines) if lines else None
 
     def load(self, key: bytes | None, value: bytes | None, timestamp: float) -> None:
         """Take one record of the fates topic (``timestamp`` in seconds), unless it is too old."""
-        if not key or not value or timestamp < self.clock() - self.ttl_s:
+        if not value or timestamp < self.clock() - self.ttl_s:
             return
-        message_id = key.decode(errors="replace")
-        held = self.entries.get(message_id)
-        if held is not None and held[1] and not isinstance(held[2], bytes):
-            return  # this worker's own terminal fate, come back from the topic: it has it already
-        self._put(message_id, (timestamp, True, value))
+        entries = self.entries
+        for message_id, fate in fate_lines(key, value):
+            if not message_id:
+                continue
+            held = entries.get(message_id)
+            if held is not None and held[1] and not isinstance(held[2], bytes):
+                continue  # this worker's own terminal fate, come back from the topic: it has it already
+            self._put(message_id, (timestamp, True, fate))
 
     def expire(self) -> int:
         """Forget fates older than ``ttl_s``; the oldest are first, so this stops at the first young one."""
@@ -187,6 +202,27 @@ class FateStore:
             "worker": worker,
             "hops": list(hops) if isinstance(hops, list) else [],
         }
+
+
+def fate_lines(key: bytes | None, value: bytes) -> Iterator[tuple[str, bytes]]:
+    """The (record key of a message's fate, fate as JSON) pairs of one record of the fates topic.
+
+    A record of the older format is one fate, keyed by its message's record key ("" for a
+    record without a key). Lines that are not ``<JSON string> TAB <text>`` are skipped.
+    """
+    if value[:1] == b"{":
+        yield (key or b"").decode(errors="replace"), value
+        return
+    for line in value.split(b"\n"):
+        quoted, tab, fate = line.partition(b"\t")
+        if not tab:
+            continue
+        try:
+            message_id = orjson.loads(quoted)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(message_id, str) and message_id:
+            yield message_id, fate
 
 
 def _copy_order(key: str) -> list[int]:

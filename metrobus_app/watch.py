@@ -5,8 +5,8 @@ Each worker
 - publishes a snapshot of its counters (``BusStats.snapshot()``) every 2 s to the compacted
   topic ``<app id>-stats``, keyed by its worker id (``Bus.worker_id``);
 - publishes the terminal fates of its messages (delivered, dropped, dead-lettered) every
-  0.5 s, in batches, to the compacted, time-retained topic ``<app id>-fates``, keyed by
-  message id;
+  0.5 s and before every offset commit, many to a record (``fates.py``), to the time-retained
+  topic ``<app id>-fates``, keyed ``<run id>-<n>`` (a run: this worker process);
 - reads both topics whole with a plain consumer (no group: every worker reads everything),
   so that its ``/metrobus/stats/`` can add up the whole cluster and its
   ``/metrobus/messages/{id}`` can answer for a message any worker handled.
@@ -23,6 +23,7 @@ import json
 import logging
 import time
 import urllib.parse
+import uuid
 from collections import deque
 from typing import Any
 
@@ -69,6 +70,9 @@ class Watch:
         self._declared = False  # nothing is sent before the topics exist with their settings
         self._publishing = asyncio.Lock()
         self._unsent: deque[tuple[bytes, bytes]] = deque()
+        self.run_id = uuid.uuid4().hex[:12]
+        self._own_records = f"{self.run_id}-".encode()
+        self._records_published = 0
         self.metrics = registry(self.bus, self.fates)
 
     @property
@@ -86,7 +90,7 @@ class Watch:
                 name,
                 partitions=1 if stats else self.settings.partitions,
                 replicas=self.settings.topic_replication,
-                compacting=True,
+                compacting=stats,  # a snapshot per worker; fates: records with keys of their own
                 deleting=True,
                 retention=FORGET_AFTER_S if stats else float(self.settings.fates_ttl_s),
                 internal=True,
@@ -232,13 +236,15 @@ class Watch:
             send, name, unsent = self.bus.sender, self.fates_topic_name, self._unsent
             while True:
                 if not unsent:
-                    unsent.extend(self.fates.drain())
-                    if not unsent:
+                    value = self.fates.drain()
+                    if value is None:
                         return
+                    self._records_published += 1
+                    unsent.append((self._own_records + str(self._records_published).encode(), value))
                 key, value = unsent[0]
                 await send(name, key, value)
                 unsent.popleft()
-                self.fates_published += 1
+                self.fates_published += value.count(b"\n") + 1
 
     async def _read(self, consumer: AIOKafkaConsumer, topics: list[str]) -> None:
         partitions = await self._assign(consumer, topics)
@@ -250,8 +256,10 @@ class Watch:
                     for record in records:
                         self.take_snapshot(record.key, record.value)
                 else:
+                    own = self._own_records
                     for record in records:
-                        self.fates.load(record.key, record.value, record.timestamp / 1000)
+                        if not (record.key or b"").startswith(own):  # this run's own: in its store already
+                            self.fates.load(record.key, record.value, record.timestamp / 1000)
 
     async def _assign(self, consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
         while True:
@@ -265,9 +273,11 @@ class Watch:
         fates = [tp for tp in partitions if tp.topic == self.fates_topic_name]
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(fates) if fates else {}
+        # The store keeps the newest fates_max; a record holds one fate or more, and each
+        # partition about an equal share of the records: older ones could not be kept anyway.
+        newest = -(-self.settings.fates_max // max(len(fates), 1))
         for tp in partitions:
-            # The store keeps the newest fates_max; older records of a partition could not be kept anyway.
-            start = max(starts[tp], ends[tp] - self.settings.fates_max) if tp in ends else starts[tp]
+            start = max(starts[tp], ends[tp] - newest) if tp in ends else starts[tp]
             consumer.seek(tp, start)
         return partitions
 

@@ -157,6 +157,16 @@ def test_reconcile_counts_each_message_once_and_lists_duplicates_and_the_missing
     assert "unaccounted: 1" in "\n".join(result.lines())
 
 
+def test_reconcile_reads_records_that_hold_many_fates():
+    source = [_record("Source", 0, offset) for offset in range(3)]
+    ids = [source_id("Source", 0, offset, 1000) for offset in range(3)]
+    lines = [json.dumps(i).encode() + b"\t" + json.dumps({"id": i, "status": "delivered"}).encode() for i in ids]
+    fates = [_record("metrobus-fates", 0, 0, b"\n".join(lines[:2]), key=b"run-1"), _fate(ids[2], "dropped", "why")]
+    result = reconcile(source, fates, [])
+    assert result.fates == {"delivered": 2, "dropped": 1}
+    assert result.balanced
+
+
 def test_reconcile_counts_fan_out_copies_apart_from_duplicates():
     source = [_record("Source", 0, offset) for offset in range(2)]
     ids = [source_id("Source", 0, offset, 1000) for offset in range(2)]

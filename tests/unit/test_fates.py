@@ -9,7 +9,7 @@ import pytest
 
 from metrobus_app import Drop, Envelope, Settings, create_app
 from metrobus_app.bus import Outcome
-from metrobus_app.fates import FateStore, where
+from metrobus_app.fates import FateStore, fate_lines, where
 
 T0 = 1_800_000_000.0
 
@@ -101,19 +101,45 @@ def test_published_fates_round_trip_through_the_topic_format():
     here.record(ended(envelope, "A", "dead_lettered", "KeyError", message="'account_number'"))
     transit = Envelope.stamp({}, ["A", "B"])
     here.record(moved(transit, "busdriver", "A", T0))  # in transit: not published
-    batch = here.drain()
-    assert here.drain() == []
-    assert [key for key, _ in batch] == [envelope.id.encode()]
-    for key, value in batch:
-        there.load(key, value, T0)
+    record = here.drain()
+    assert here.drain() is None
+    assert [(message_id, json.loads(fate)["status"]) for message_id, fate in fate_lines(b"w1-1", record)] == [
+        (envelope.id, "dead_lettered")
+    ]
+    there.load(b"w1-1", record, T0)
     assert there.get(envelope.id) == here.get(envelope.id)
-    assert json.loads(batch[0][1])["status"] == "dead_lettered"
     assert where(there.get(envelope.id)) == "dead-lettered at A: KeyError: 'account_number'"
     # too old for the TTL, or a tombstone: not kept
-    there.load(b"old", batch[0][1], T0 - 61)
-    there.load(b"gone", None, T0)
-    assert there.get("old") is None and there.get("gone") is None
+    old = Envelope.stamp({}, ["A"])
+    here.record(ended(old, "A", "delivered"))
+    there.load(b"w1-2", here.drain(), T0 - 61)
+    there.load(b"w1-3", None, T0)
+    assert there.get(old.id) is None
     assert len(there) == 1
+
+
+def test_a_record_of_the_fates_topic_holds_many_fates_up_to_its_size():
+    clock = Clock()
+    here, there = FateStore(1000, 60, "w1", clock), FateStore(1000, 60, "w2", clock)
+    envelopes = [Envelope.stamp({"n": n}, ["A"], id=f'odd\tid\n{n}"') for n in range(300)]
+    for envelope in envelopes:
+        here.record(ended(envelope, "A", "delivered"))
+    records = []
+    while (record := here.drain(max_bytes=16 * 1024)) is not None:
+        records.append(record)
+    assert len(records) > 1 and all(len(record) < 17 * 1024 for record in records)
+    for n, record in enumerate(records):
+        there.load(f"w1-{n}".encode(), record, T0)
+    assert [there.get(envelope.id)["id"] for envelope in envelopes] == [envelope.id for envelope in envelopes]
+
+
+def test_a_record_of_the_older_format_one_fate_keyed_by_its_message_is_still_read():
+    there = FateStore(10, 60, "w2", Clock())
+    there.load(b"old-id", b'{"id": "old-id", "status": "delivered"}', T0)
+    there.load(b"w1-1", b"not a line\n" + b'"fine"\t{"id": "fine", "status": "dropped"}', T0)
+    assert there.get("old-id")["status"] == "delivered"
+    assert there.get("fine")["status"] == "dropped"
+    assert len(there) == 2
 
 
 def test_a_workers_own_fates_read_back_from_the_topic_are_not_stored_again():
@@ -122,8 +148,7 @@ def test_a_workers_own_fates_read_back_from_the_topic_are_not_stored_again():
     first, second = Envelope.stamp({}, ["A"]), Envelope.stamp({}, ["A"])
     here.record(ended(first, "A", "delivered"))
     here.record(ended(second, "A", "dropped", "no email"))
-    for key, value in here.drain():
-        here.load(key, value, T0)
+    here.load(b"w1-1", here.drain(), T0)
     assert all(not isinstance(entry[2], bytes) for entry in here.entries.values())
     assert list(here.entries) == [first.id, second.id]  # their order (the eviction order) is unchanged
     here.load(b"elsewhere", b'{"id": "elsewhere", "status": "delivered"}', T0)
@@ -134,7 +159,7 @@ def test_the_queue_of_fates_to_publish_is_bounded_too():
     store = FateStore(5, 60, "w1", Clock())
     for _ in range(12):
         store.record(ended(Envelope.stamp({}, ["A"]), "A", "delivered"))
-    assert len(store.drain()) == 5
+    assert len(list(fate_lines(b"w1-1", store.drain()))) == 5
 
 
 def test_messages_without_an_id_or_an_envelope_are_not_recorded():
@@ -174,7 +199,7 @@ async def test_the_bus_records_every_fate_of_its_messages():
     failed = fates.get(messages["fail"])
     assert (failed["status"], failed["detail"], failed["message"]) == ("dead_lettered", "KeyError", "'fail'")
     assert [hop["stop"] for hop in failed["hops"]] == ["busdriver", "Check"]
-    assert len(fates.drain()) == 3
+    assert len(list(fate_lines(b"w1-1", fates.drain()))) == 3
 
 
 def test_no_fates_are_kept_when_the_count_is_zero():
@@ -231,8 +256,7 @@ async def test_the_copies_of_a_fan_out_each_have_their_fate_under_the_message():
     )
     # Published under their own keys, and found the same way on another worker.
     there = FateStore(10, 60, "w2")
-    for key, value in app.watch.fates.drain():
-        there.load(key, value, time.time())
+    there.load(b"w1-1", app.watch.fates.drain(), time.time())
     assert [(c["copy"], c["status"]) for c in there.get(message_id)["copies"]] == [("1", "delivered"), ("2", "dropped")]
     # Forgetting a copy's record forgets it in the index too.
     there.max_count = 1

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from metrobus_app import Envelope, Settings, create_app
 from metrobus_app.bus import Outcome
+from metrobus_app.fates import fate_lines
 from metrobus_app.stats import BusStats
 from metrobus_app.watch import STALE_AFTER_S
 
@@ -92,11 +93,11 @@ async def test_fates_drained_by_the_watch_loop_are_sent_before_the_commit_hooks_
 
     async def slow_send(topic: str, key: bytes | None, value: bytes) -> None:
         await asyncio.sleep(0.001)  # as a send does while a full batch is handed over
-        sent.append(key)
+        sent.extend(message_id for message_id, _ in fate_lines(key, value))
 
     real, app.bus.sender = app.bus.sender, slow_send
     try:
-        loop_publish = asyncio.ensure_future(watch.publish_fates())  # the watch's loop drains all 50 ...
+        loop_publish = asyncio.ensure_future(watch.publish_fates())  # the watch's loop drains all 50 (a record) ...
         await asyncio.sleep(0.002)
         await watch.publish_fates()  # ... and the commit hook's call waits for every one of them
         assert len(sent) == 50
