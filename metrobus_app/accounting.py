@@ -27,7 +27,7 @@ from aiokafka.structs import ConsumerRecord
 
 from .credentials import client_options
 from .envelope import encode_json
-from .fates import fate_lines, fates_topic
+from .fates import decode_fate, fate_lines, fates_topic
 from .plain_clients import plain_consumer
 from .safety import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_header, source_id
 from .settings import Settings
@@ -166,8 +166,8 @@ def reconcile(
     result.replays = sum(replays.values())
     ended: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in fates:
-        for _, line in fate_lines(record.key, record.value or b""):
-            fate = _json(line)
+        for key, line in fate_lines(record.key, record.value or b""):
+            fate = decode_fate(key, line)
             if isinstance(fate, dict) and fate.get("status") in TERMINAL and isinstance(fate.get("id"), str):
                 ended[fate["id"]].append(fate)
     for message_id, its in ended.items():

@@ -7,8 +7,9 @@ dead-lettered one has a *terminal* fate, which is also queued for publishing on 
 with ``load``) can answer for any message.
 
 On that topic a record holds the fates of many messages (``drain`` makes one, ``fate_lines``
-reads one): a line per fate, ``<message id as a JSON string> TAB <the fate as a JSON object>``
-(a JSON text holds no raw tab or newline). A record per fate cost the worker three sends and
+reads one): a line per fate, ``<record key as a JSON string> TAB <the fate as a JSON array>``
+(a JSON text holds no raw tab or newline; ``decode_fate`` makes the array the fate's JSON
+object, as ``/metrobus/messages`` shows it). A record per fate cost the worker three sends and
 reads per message more than the message itself needed; a record of the older format, one
 fate keyed by its message id, is still read.
 
@@ -128,7 +129,7 @@ class FateStore:
         size, pending = 0, self.pending
         while pending and size < max_bytes:
             message_id, what = pending.popleft()
-            line = orjson.dumps(message_id) + b"\t" + encode_json(_terminal(message_id, what))
+            line = orjson.dumps(message_id) + b"\t" + encode_json(what)
             lines.append(line)
             size += len(line) + 1
         return b"\n".join(lines) if lines else None
@@ -183,10 +184,7 @@ class FateStore:
             return None
         at, terminal, what = entry
         if isinstance(what, bytes):
-            try:
-                return json.loads(what)
-            except ValueError:
-                return None
+            return decode_fate(key, what)
         if terminal:
             return _terminal(key, what)
         stop, next_stop, hops, worker = what
@@ -225,12 +223,27 @@ def fate_lines(key: bytes | None, value: bytes) -> Iterator[tuple[str, bytes]]:
             yield message_id, fate
 
 
+def decode_fate(key: str, body: bytes) -> dict[str, Any] | None:
+    """A fate of the fates topic as JSON (``_terminal``), None if it is not one; ``key`` as ``fate_lines`` gives it."""
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    if isinstance(value, list) and len(value) == len(TERMINAL_FIELDS):
+        return _terminal(key, tuple(value))
+    return value if isinstance(value, dict) else None
+
+
 def _copy_order(key: str) -> list[int]:
     """Copies in order: 1, 2, 2.1, 2.2, 10."""
     return [int(part) if part.isdigit() else 0 for part in key.partition(COPY_MARK)[2].split(".")]
 
 
+TERMINAL_FIELDS = ("fate", "stop", "detail", "message", "hops", "worker", "received", "ended")
+
+
 def _terminal(key: str, what: tuple[Any, ...]) -> dict[str, Any]:
+    """A terminal fate as JSON, from what ``record`` keeps of it (``TERMINAL_FIELDS``)."""
     fate, stop, detail, message, hops, worker, received, ended = what
     last = {"stop": stop, "received": round(received, 6), "ended": round(ended, 6), "worker": worker, "fate": fate}
     message_id, _, copy = key.partition(COPY_MARK)

@@ -9,7 +9,7 @@ import pytest
 
 from metrobus_app import Drop, Envelope, Settings, create_app
 from metrobus_app.bus import Outcome
-from metrobus_app.fates import FateStore, fate_lines, where
+from metrobus_app.fates import FateStore, decode_fate, fate_lines, where
 
 T0 = 1_800_000_000.0
 
@@ -103,7 +103,7 @@ def test_published_fates_round_trip_through_the_topic_format():
     here.record(moved(transit, "busdriver", "A", T0))  # in transit: not published
     record = here.drain()
     assert here.drain() is None
-    assert [(message_id, json.loads(fate)["status"]) for message_id, fate in fate_lines(b"w1-1", record)] == [
+    assert [(key, decode_fate(key, fate)["status"]) for key, fate in fate_lines(b"w1-1", record)] == [
         (envelope.id, "dead_lettered")
     ]
     there.load(b"w1-1", record, T0)
