@@ -382,6 +382,11 @@ class Bus:
 
 async def _call(fn: Callable[[Any], Any], arg: Any) -> Any:
     result = fn(arg)
+    if result is None or result.__class__ in _PLAIN:  # what most stops return: not awaitable, no ABC check
+        return result
     if inspect.isawaitable(result):
         result = await result
     return result
+
+
+_PLAIN = frozenset({dict, list, str, int, float, bool})

@@ -61,6 +61,18 @@ def encode_json(value: Any) -> bytes:
         return json.dumps(value, separators=(",", ":")).encode()
 
 
+_NO_STOPS: list[str] = []
+
+
+def _all_str(values: list[Any]) -> bool:
+    """Whether every value is a str; ``str.join`` checks that in C (a generator per list cost more than decoding)."""
+    try:
+        "".join(values)
+    except TypeError:
+        return False
+    return True
+
+
 def _json_kind(value: Any) -> str:
     return {list: "list", str: "string", int: "number", float: "number", bool: "boolean"}.get(type(value), "null")
 
@@ -102,8 +114,8 @@ class Envelope:
         if "payload" not in value:
             raise InvalidEnvelope("no 'payload'")
         for name in (ROUTE, ORIGINAL_ROUTE, HISTORICAL_ROUTE):
-            stops = header.get(name, [])
-            if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            stops = header.get(name, _NO_STOPS)
+            if not isinstance(stops, list) or not _all_str(stops):
                 raise InvalidEnvelope(f"header.{name} is not a list of stop names")
         if ROUTE not in header:
             raise InvalidEnvelope("header has no 'route'")
