@@ -75,6 +75,7 @@ def load_project(source: Path) -> SimpleNamespace:
     from agents.busdriver import DEFAULT_ROUTE, ROUTES
     from agents.pusher import make_record
     from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+    from metrobus_app.settings import Settings
     from tables.demo_data import account_range
     from tables.files import ReadReport, read_emails, read_whitelist
 
@@ -88,6 +89,7 @@ def load_project(source: Path) -> SimpleNamespace:
         ReadReport=ReadReport,
         read_emails=read_emails,
         read_whitelist=read_whitelist,
+        settings_of=Settings.from_env,
     )
 
 
@@ -708,7 +710,7 @@ def run_scenario(ctx: Context, kind: str, workers: int, partitions: int) -> dict
                         ",".join(ctx.project.DEFAULT_ROUTE),
                         "--fetch-wait-ms",
                         str(ctx.fetch_wait_ms),
-                        *relay_options(ctx.worker_settings),
+                        *relay_options(ctx.project.settings_of({**os.environ, **ctx.worker_settings})),
                     ],
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -925,13 +927,13 @@ def machine() -> dict[str, Any]:
 # --- the command --------------------------------------------------------------------------------
 
 
-def relay_options(worker_settings: dict[str, str]) -> list[str]:
-    """The relay's options for the workers' settings it shares: linger and event loop."""
-    options = []
-    for name, option in (("METROBUS_LINGER_MS", "--linger-ms"), ("METROBUS_EVENT_LOOP", "--loop")):
-        if name in worker_settings:
-            options += [option, worker_settings[name]]
-    return options
+def relay_options(settings: Any) -> list[str]:
+    """The relay's options for the workers' settings it shares: linger, batch size and event loop."""
+    return [
+        *("--linger-ms", str(settings.linger_ms)),
+        *("--batch-bytes", str(settings.batch_bytes)),
+        *("--loop", settings.event_loop),
+    ]
 
 
 def _setting(item: str) -> tuple[str, str]:
@@ -979,7 +981,7 @@ def _ints(value: str) -> list[int]:
     "worker_settings",
     multiple=True,
     metavar="METROBUS_NAME=VALUE",
-    help="Another setting of the workers, e.g. --set METROBUS_LINGER_MS=20 (the relay takes the linger and loop too).",
+    help="Another setting of the workers, e.g. --set METROBUS_LINGER_MS=20 (the relay takes linger, batch size, loop).",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the demo data and pushed records.")
 @click.option(

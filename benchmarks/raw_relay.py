@@ -11,8 +11,9 @@ The baseline of ``bus_benchmark.py``. One process, one consumer assigned every p
 Each hop decodes and encodes the envelope as metrobus does (wire format v1, compact JSON, with
 orjson) and sends it on with the key unchanged. The transport settings are the bus's: the fetch
 wait is ``--fetch-wait-ms`` (METROBUS_FETCH_WAIT_MS), the producer's linger ``--linger-ms``
-(METROBUS_LINGER_MS, default 5), acks all (Faust's default acks) and the event loop ``--loop``
-(METROBUS_EVENT_LOOP, default uvloop).
+(METROBUS_LINGER_MS) and batch size ``--batch-bytes`` (METROBUS_BATCH_BYTES), acks all (Faust's
+default acks) and the event loop ``--loop`` (METROBUS_EVENT_LOOP); ``bus_benchmark.py`` gives
+each the workers' value.
 
 It prints ``ready`` on stdout once it is assigned and positioned, and runs until SIGTERM/SIGINT.
 Plain argparse and no import of metrobus, so its CPU and memory are those of a bare relay.
@@ -58,7 +59,9 @@ class Relay:
         self.routes: dict[str, list[str]] = json.loads(args.routes)
         self.default_route: list[str] = args.default_route.split(",")
         self.counts = {"received": 0, "forwarded": 0, "delivered": 0, "dropped": 0}
-        self.producer = AIOKafkaProducer(bootstrap_servers=args.bootstrap, linger_ms=args.linger_ms, acks="all")
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=args.bootstrap, linger_ms=args.linger_ms, max_batch_size=args.batch_bytes, acks="all"
+        )
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=args.bootstrap,
             group_id=None,
@@ -170,6 +173,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--fetch-wait-ms", type=int, default=10, help="the consumer's fetch_max_wait_ms")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop", help="METROBUS_EVENT_LOOP")
     parser.add_argument("--linger-ms", type=int, default=5, help="the producer's linger_ms (METROBUS_LINGER_MS)")
+    parser.add_argument(
+        "--batch-bytes", type=int, default=65_536, help="the producer's max_batch_size (METROBUS_BATCH_BYTES)"
+    )
     return parser.parse_args(argv)
 
 
