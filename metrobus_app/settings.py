@@ -56,9 +56,9 @@ class Settings:
         "uvloop", "METROBUS_EVENT_LOOP", "uvloop, or asyncio (the standard library's); faust -L / FAUST_LOOP wins."
     )
     batch_bytes: int = _setting(
-        16_384,
+        65_536,
         "METROBUS_BATCH_BYTES",
-        "Largest batch the producer sends to one partition (Faust's producer_max_batch_size).",
+        "Largest batch the producer sends to one partition (Faust's producer_max_batch_size; its default 16384).",
     )
     commit_interval_ms: int = _setting(
         2_800,

@@ -31,7 +31,7 @@ def test_the_remembered_hashes_stay_bounded():
 def test_the_batching_send_is_for_an_at_least_once_worker_with_the_default_partitioner(test_app):
     _, batching = send_for(test_app, test_app.producer, print)
     assert isinstance(batching, BatchingSend)
-    assert (batching.linger_s, batching.batch_bytes) == (0.005, 16_384)  # METROBUS_LINGER_MS, METROBUS_BATCH_BYTES
+    assert (batching.linger_s, batching.batch_bytes) == (0.005, 65_536)  # METROBUS_LINGER_MS, METROBUS_BATCH_BYTES
     transactional = faust.App("metrobus-test-eos", processing_guarantee="exactly_once")
     assert send_for(transactional, transactional.producer, print)[1] is None
     own_partitioner = faust.App("metrobus-test-partitioner", producer_partitioner=lambda key, all, available: all[0])
