@@ -14,7 +14,7 @@ larger than a batch, go through aiokafka's ``send`` (which also refuses one abov
 ``max_request_size`` at once). Batches are handed over one at a time, in the order they were
 closed (one waits while aiokafka still holds the previous batch of its partition), so
 the records of a partition keep their order. Kept from Faust's send: the
-``app.on_produce_message`` signal and ``ProducerSendError``.
+``app.on_produce_message`` signal (sent when something listens to it) and ``ProducerSendError``.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ class BatchingSend:
     def __init__(
         self,
         producer: Any,
-        on_produce: Callable[..., Any],
+        on_produce: Any,
         on_batch: Callable[[asyncio.Future], None],
         *,
         linger_s: float,
@@ -90,7 +90,9 @@ class BatchingSend:
         aio = self._ensure()
         count = self._partition_count(aio, topic) if key is not None else 0
         partition = self.partition_by.get(topic, self._hashes.partition)(key, count) if count else None  # type: ignore[arg-type]
-        self._on_produce(key=key, value=value, partition=partition, timestamp=None, headers=None)
+        on_produce = self._on_produce
+        if on_produce._receivers or on_produce._filter_receivers:  # a signal nobody listens to costs nothing
+            on_produce.send(key=key, value=value, partition=partition, timestamp=None, headers=None)
         if partition is None or value is None or len(value) >= self.batch_bytes:
             if partition is not None and (topic, partition) in self._open:
                 await self._hand_over([((topic, partition), self._open.pop((topic, partition)))])
@@ -170,7 +172,7 @@ def send_for(app: Any, producer: Any, on_batch: Callable[[asyncio.Future], None]
         return partial(_faust_send, producer), None
     batching = BatchingSend(
         producer,
-        app.on_produce_message.send,
+        app.on_produce_message,
         on_batch,
         linger_s=conf.producer_linger,
         batch_bytes=conf.producer_max_batch_size,

@@ -58,6 +58,8 @@ async def test_two_senders_and_commits_lose_nothing_and_keep_each_keys_order(bro
     futures: list[asyncio.Future] = []
     send, batching = send_for(app, app.producer, futures.append)
     assert isinstance(batching, BatchingSend)
+    produced: list[bytes] = []
+    app.on_produce_message.connect(lambda sender, key, **_: produced.append(key))  # as Faust's send tells it
     await app.producer._ensure_producer().send_and_wait(TOPIC, b"first", key=b"metadata")  # partitions known
     rng, n = random.Random(7), 6000
     keys = [str(rng.randrange(300)).encode() for _ in range(n)]
@@ -84,6 +86,7 @@ async def test_two_senders_and_commits_lose_nothing_and_keep_each_keys_order(bro
     await app.producer.flush()  # ... the flush Faust makes before each commit
     assert batching.batches == handed_over + 1 and not batching._open
     assert batching.batches > 10 and all(future.done() and not future.exception() for future in futures)
+    assert sorted(produced) == sorted([*keys, keys[0], b"last"])
 
     records = [r for r in await read_all(broker, n + 3) if r.key != b"metadata"]
     numbers = [int(r.value.split(b"}")[0].split(b":")[1]) for r in records]

@@ -38,7 +38,7 @@ def test_the_batching_send_is_for_an_at_least_once_worker_with_the_default_parti
     assert send_for(own_partitioner, own_partitioner.producer, print)[1] is None
 
 
-def test_a_message_ids_fates_all_go_to_one_partition_whichever_worker_sends_them():
+def test_crc32_partition_spreads_keys_evenly_and_the_same_in_every_process():
     ids = [f"Source-{p}-{offset}-1800000000000".encode() for p in range(4) for offset in range(200)]
     spread = [crc32_partition(key, 4) for key in ids]
     assert spread == [crc32_partition(key, 4) for key in ids]  # no per-process seed, unlike hash()
