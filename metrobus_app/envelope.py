@@ -64,6 +64,11 @@ def encode_json(value: Any) -> bytes:
 _NO_STOPS: list[str] = []
 
 
+def _micros(seconds: float) -> float:
+    """``seconds`` to the microsecond, give or take one: four times as fast as ``round(seconds, 6)``."""
+    return round(seconds * 1e6) / 1e6
+
+
 def _all_str(values: list[Any]) -> bool:
     """Whether every value is a str; ``str.join`` checks that in C (a generator per list cost more than decoding)."""
     try:
@@ -151,7 +156,7 @@ class Envelope:
 
     def add_hop(self, stop: str, received: float, forwarded: float, worker: str) -> None:
         """Record that ``stop`` handled the message: when it came in, when it went on, and where."""
-        hop = {"stop": stop, "received": round(received, 6), "forwarded": round(forwarded, 6), "worker": worker}
+        hop = {"stop": stop, "received": _micros(received), "forwarded": _micros(forwarded), "worker": worker}
         hops = self.header.get(HOPS)
         if isinstance(hops, list):
             hops.append(hop)
