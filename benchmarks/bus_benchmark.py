@@ -569,11 +569,14 @@ class Context:
             METROBUS_DATA_DIR=str(data_dir),
             METROBUS_WEB_PORT=str(web_port),
             METROBUS_PARTITIONS=str(partitions),
-            METROBUS_FETCH_WAIT_MS=str(self.fetch_wait_ms),
             PYTHONUNBUFFERED="1",
         )
-        env.update(self.worker_settings)
+        env.update(self.settings_env())
         return env
+
+    def settings_env(self) -> dict[str, str]:
+        """The METROBUS_ settings every worker of the run gets, apart from its own broker, data dir and port."""
+        return {"METROBUS_FETCH_WAIT_MS": str(self.fetch_wait_ms), **self.worker_settings}
 
     def cli(self, env: dict[str, str], log: Path, *args: str, timeout: float = 300) -> None:
         """Run ``faust -A metrobus_app ARGS`` to completion; BenchmarkError with its output if it fails."""
@@ -710,7 +713,7 @@ def run_scenario(ctx: Context, kind: str, workers: int, partitions: int) -> dict
                         ",".join(ctx.project.DEFAULT_ROUTE),
                         "--fetch-wait-ms",
                         str(ctx.fetch_wait_ms),
-                        *relay_options(ctx.project.settings_of({**os.environ, **ctx.worker_settings})),
+                        *relay_options(ctx.project.settings_of(ctx.settings_env())),
                     ],
                     stdout=out,
                     stderr=subprocess.STDOUT,

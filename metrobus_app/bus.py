@@ -159,8 +159,8 @@ class Bus:
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
-                handle = partial(self.handle, name, call)
-                async for outcome in serve_agent(stream, lambda key, value, _message: handle(key, value)):
+                handle = self.handle
+                async for outcome in serve_agent(stream, lambda key, value, _message: handle(name, call, key, value)):
                     yield outcome
 
             run.__name__ = run.__qualname__ = f"stop_{name}"

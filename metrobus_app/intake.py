@@ -67,10 +67,11 @@ class Inbox:
             self.waiting = 0
         await self.queue.put(batch)
         self.waiting += len(batch.records)
-        tp = TP(batch.tp.topic, batch.tp.partition)  # Faust's kind, as its active partitions hold
-        if self.waiting >= self.limit and tp not in self.paused:
-            self.paused.add(tp)
-            self.consumer.on_buffer_full(tp)
+        if self.waiting >= self.limit:
+            tp = TP(batch.tp.topic, batch.tp.partition)  # Faust's kind, as its active partitions hold
+            if tp not in self.paused:
+                self.paused.add(tp)
+                self.consumer.on_buffer_full(tp)
 
     def taken(self, batch: Batch) -> None:
         """``batch`` left the queue: resume the paused partitions once at most half the limit waits."""

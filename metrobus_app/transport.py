@@ -60,10 +60,10 @@ class Consumer(faust_aiokafka.Consumer):
         try:
             while not (should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
-                batches, batch = await self._fetch_batch(1.0)
+                batches, messages = await self._fetch_batch(1.0)
                 await asyncio.sleep(0)
-                if (batches or batch) and not self.should_stop:
-                    await self.wait_first(self._deliver(batches, batch), self.suspend_flow.wait())
+                if (batches or messages) and not self.should_stop:
+                    await self.wait_first(self._deliver(batches, messages), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -114,7 +114,7 @@ class Consumer(faust_aiokafka.Consumer):
         to_message = self._to_message
         return batches, [(tp, to_message(tp, record)) for tp, record in self.scheduler.iterate(rest)] if rest else []
 
-    async def _deliver(self, batches: dict[Any, tuple[Inbox, list[Any]]], batch: list[tuple[Any, Any]]) -> None:
+    async def _deliver(self, batches: dict[Any, tuple[Inbox, list[Any]]], messages: list[tuple[Any, Any]]) -> None:
         """Hand fetched records to the agents, in order per partition, as Faust's loop does (gaps, commit_every).
 
         ``batches`` go to their inboxes whole. Any other record goes straight to the callback
@@ -143,7 +143,7 @@ class Consumer(faust_aiokafka.Consumer):
         conductor = self.app.topics
         changing, callbacks = conductor._tp_to_callback_lock.locked, conductor._tp_to_callback
         acks_enabled_for = conductor.acks_enabled_for
-        for n, (tp, message) in enumerate(batch, 1):
+        for n, (tp, message) in enumerate(messages, 1):
             if not self.flow_active or self.app.consumer_generation_id != generation:
                 return
             if n % 100 == 0:

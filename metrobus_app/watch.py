@@ -65,7 +65,6 @@ class Watch:
         self.peers: dict[str, dict[str, Any]] = {}
         self.stats_topic_name = f"{self.settings.app_id}-stats"
         self.fates_topic_name = fates_topic(self.settings.app_id)
-        self.fates_published = 0
         self._topics: dict[str, Any] = {}
         self._declared = False  # nothing is sent before the topics exist with their settings
         self._publishing = asyncio.Lock()
@@ -244,7 +243,6 @@ class Watch:
                 key, value = unsent[0]
                 await send(name, key, value)
                 unsent.popleft()
-                self.fates_published += value.count(b"\n") + 1
 
     async def _read(self, consumer: AIOKafkaConsumer, topics: list[str]) -> None:
         partitions = await self._assign(consumer, topics)
