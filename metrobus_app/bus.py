@@ -45,6 +45,7 @@ log = logging.getLogger("metrobus")
 StopFunction = Callable[[Any], Any]
 RouteFunction = Callable[[Any], "Sequence[str] | Envelope | None"]
 Sender = Callable[[str, "bytes | None", bytes], Awaitable[None]]
+Offer = Callable[[str, "bytes | None", bytes], bool]
 
 FORWARDED, DELIVERED, DROPPED, DEAD_LETTERED = "forwarded", "delivered", "dropped", "dead_lettered"
 
@@ -89,10 +90,20 @@ class Bus:
         self.caches: dict[str, Cache] = {}
         self.agents: dict[str, faust.types.AgentT] = {}
         self._topics: dict[str, faust.TopicT] = {}
-        self.sender: Sender = self._send_to_topic
+        self.sender = self._send_to_topic
         self.observers: list[Observer] = [self.stats.record]
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
         self._known_stops: frozenset[str] | None = None
+
+    @property
+    def sender(self) -> Sender:
+        """How a message is sent to a topic: ``await sender(topic, key, value)``."""
+        return self._sender
+
+    @sender.setter
+    def sender(self, send: Sender) -> None:
+        self._sender = send
+        self.offer: Offer | None = None  # the sender's way without a coroutine; set by the sender's owner
 
     @property
     def known_stops(self) -> frozenset[str]:
@@ -228,7 +239,9 @@ class Bus:
         if FANOUT in envelope.header:  # a 0.0.x stop may have passed a fan-out step: copy it here
             await send_late_copies(self, stop, key, envelope)
         try:
-            payload = await _call(fn, envelope if isinstance(fn, RouteStop) else envelope.payload)
+            payload = fn(envelope if isinstance(fn, RouteStop) else envelope.payload)
+            if _awaitable(payload):
+                payload = await payload
         except Drop as drop:
             return self._dropped(stop, drop.reason, envelope)
         except Exception as exc:
@@ -264,7 +277,9 @@ class Bus:
         except InvalidEnvelope as exc:
             return await self.dead_letter(stop, key, raw, exc, stub)
         try:
-            route = await _call(fn, record)
+            route = fn(record)
+            if _awaitable(route):
+                route = await route
             if route is None:
                 return self._dropped(stop, f"{stop} gave no route", stub)
             if isinstance(route, Envelope):
@@ -316,8 +331,10 @@ class Bus:
         now = time.time()
         envelope.add_hop(stop, received_at or now, now, self.worker_id)
         value = envelope.to_bytes()
+        offer = self.offer
         try:
-            await self.sender(next_stop, key, value)
+            if offer is None or not offer(next_stop, key, value):
+                await self._sender(next_stop, key, value)
         except Exception as exc:
             if not too_large(exc):
                 raise
@@ -380,13 +397,9 @@ class Bus:
         await self.topic(topic).send(key=key, value=value)
 
 
-async def _call(fn: Callable[[Any], Any], arg: Any) -> Any:
-    result = fn(arg)
-    if result is None or result.__class__ in _PLAIN:  # what most stops return: not awaitable, no ABC check
-        return result
-    if inspect.isawaitable(result):
-        result = await result
-    return result
+def _awaitable(result: Any) -> bool:
+    """Whether a stop's result must be awaited; what most stops return is known without an ABC check."""
+    return result is not None and result.__class__ not in _PLAIN and inspect.isawaitable(result)
 
 
 _PLAIN = frozenset({dict, list, str, int, float, bool})

@@ -153,6 +153,8 @@ def install(app: Any) -> DeliveryGuard:
                 batching.partition_by[fates_topic(app.settings.app_id)] = crc32_partition
             if hasattr(producer, "batching"):
                 producer.batching = batching
+            if batching is not None and bus.sender is send:
+                bus.offer = batching.offer  # its failures come back through this send, which the guard watches
         try:
             future = await producer_send(topic, key, value)
         except Exception as exc:

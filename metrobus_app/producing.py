@@ -5,7 +5,8 @@ topic's partitions, a murmur2 hash of the key in pure Python, a delivery future 
 callbacks. ``BatchingSend`` appends each record to an open batch of its partition
 (aiokafka's ``create_batch``) and hands the batch over whole (``send_batch``) when it is
 full, ``linger_s`` after it was opened, or when ``ship`` is called (before every offset
-commit, ``delivery.py``): one future per batch. The partition is Kafka's default
+commit, ``delivery.py``): one future per batch. ``offer`` does it without a coroutine when the
+record fits an open batch (or opens one), which is most records. The partition is Kafka's default
 (``murmur2(key) & 0x7fffffff`` modulo the partition count, what aiokafka, kafka-python and
 the Java client compute); a message keeps its key on every hop, so a key is hashed once.
 
@@ -86,13 +87,39 @@ class BatchingSend:
         self._tasks: set[asyncio.Task] = set()
         self.batches = 0
 
+    def offer(self, topic: str, key: bytes | None, value: bytes | None) -> bool:
+        """Append a record to its partition's open batch (opening one) without waiting.
+
+        False when the record needs the awaited send (``__call__``): no key, a partition count
+        not known yet, a record as large as a batch, a full open batch, or anything that went
+        wrong (the awaited send then raises it). Most forwards go this way: no coroutine.
+        """
+        if key is None or value is None or len(value) >= self.batch_bytes:
+            return False
+        try:
+            aio = self._ensure()
+            count = self._partition_count(aio, topic)
+            if not count:
+                return False
+            partition = self.partition_by.get(topic, self._hashes.partition)(key, count)
+            tp = (topic, partition)
+            batch = self._open.get(tp)
+            if batch is None:
+                batch = self._open_batch(aio, tp)
+            if batch.append(key=key, value=value, timestamp=None) is None:
+                return False
+        except Exception:
+            return False
+        self._told(key, value, partition)
+        return True
+
     async def __call__(self, topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future | None:
+        if self.offer(topic, key, value):
+            return None
         aio = self._ensure()
         count = self._partition_count(aio, topic) if key is not None else 0
         partition = self.partition_by.get(topic, self._hashes.partition)(key, count) if count else None  # type: ignore[arg-type]
-        on_produce = self._on_produce
-        if on_produce._receivers or on_produce._filter_receivers:  # a signal nobody listens to costs nothing
-            on_produce.send(key=key, value=value, partition=partition, timestamp=None, headers=None)
+        self._told(key, value, partition)
         if partition is None or value is None or len(value) >= self.batch_bytes:
             if partition is not None and (topic, partition) in self._open:
                 await self._hand_over([((topic, partition), self._open.pop((topic, partition)))])
@@ -103,11 +130,19 @@ class BatchingSend:
                 return None
             del self._open[tp]  # full; while it is handed over, another sender may open the next one
             await self._hand_over([(tp, batch)])
+        self._open_batch(aio, tp).append(key=key, value=value, timestamp=None)  # the first record always fits
+        return None
+
+    def _told(self, key: bytes | None, value: bytes | None, partition: int | None) -> None:
+        on_produce = self._on_produce
+        if on_produce._receivers or on_produce._filter_receivers:  # a signal nobody listens to costs nothing
+            on_produce.send(key=key, value=value, partition=partition, timestamp=None, headers=None)
+
+    def _open_batch(self, aio: Any, tp: tuple[str, int]) -> Any:
         batch = self._open[tp] = aio.create_batch()
-        batch.append(key=key, value=value, timestamp=None)  # the first record of a batch always fits
         if self._lingering is None:
             self._lingering = asyncio.get_running_loop().call_later(self.linger_s, self._linger_over)
-        return None
+        return batch
 
     def _partition_count(self, aio: Any, topic: str) -> int:
         """How many partitions ``topic`` has (0: not known yet), from the producer's metadata.

@@ -64,9 +64,16 @@ async def test_two_senders_and_commits_lose_nothing_and_keep_each_keys_order(bro
     rng, n = random.Random(7), 6000
     keys = [str(rng.randrange(300)).encode() for _ in range(n)]
 
+    offered = 0
+
     async def sender(first: int) -> None:
+        nonlocal offered
         for i in range(first, n, 2):
-            await send(TOPIC, keys[i], b'{"i": %d}' % i + b" " * rng.randrange(600))
+            value = b'{"i": %d}' % i + b" " * rng.randrange(600)
+            if first == 1 and batching.offer(TOPIC, keys[i], value):  # as Bus.forward: no coroutine when it fits
+                offered += 1
+            else:
+                await send(TOPIC, keys[i], value)
             if i % 40 == 0:
                 await asyncio.sleep(0)
 
@@ -76,6 +83,7 @@ async def test_two_senders_and_commits_lose_nothing_and_keep_each_keys_order(bro
             await batching.ship()
 
     await asyncio.gather(sender(0), sender(1), committer())
+    assert 0 < offered < n // 2  # most offers fit; one that finds its batch full goes by the awaited send
     big = b'{"i": %d}' % n + b" " * 20_000  # above a batch: goes by aiokafka's send
     assert await send(TOPIC, keys[0], big) is not None
     await batching.ship()
@@ -113,6 +121,11 @@ async def test_a_record_above_the_request_size_is_refused_at_once_and_a_refused_
         await send(TOPIC, b"k", b"x" * 60_000)
     assert type(refused.value.__cause__).__name__ == "MessageSizeTooLargeError"
     assert await send(TOPIC, b"k", b"small") is None  # in a batch
+    # What the awaited send must take instead: no key, a topic whose partitions are not known, too large.
+    assert not batching.offer(TOPIC, None, b"v")
+    assert not batching.offer("NotKnownYet", b"k", b"v")
+    assert not batching.offer(TOPIC, b"k", b"x" * 60_000)
+    assert batching.offer(TOPIC, b"k", b"small")
     await app.producer.stop()  # the batch has nowhere to go now
     await batching.ship()
     assert len(futures) == 1 and isinstance(futures[0].exception(), ProducerSendError)

@@ -77,6 +77,25 @@ async def test_a_returned_payload_goes_to_the_next_stop_with_its_key(small_bus):
     assert small_bus.stats["First"].forwarded["Second"] == 1
 
 
+async def test_a_forward_takes_the_senders_offer_when_it_fits_and_the_awaited_send_when_not(small_bus):
+    offered: list[tuple[str, bytes | None]] = []
+    fits = True
+
+    def offer(topic: str, key: bytes | None, value: bytes) -> bool:
+        if fits:
+            offered.append((topic, key))
+        return fits
+
+    small_bus.offer = offer
+    await put(small_bus, "First", envelope_bytes(["First", "Second"]), key=b"a")
+    fits = False
+    await put(small_bus, "First", envelope_bytes(["First", "Second"]), key=b"b")
+    assert offered == [("Second", b"a")]
+    assert [(topic, key) for topic, key, _ in small_bus.sent] == [("Second", b"b")]
+    small_bus.sender = small_bus.sender  # a sender set anew: the offer was the old sender's
+    assert small_bus.offer is None
+
+
 async def test_an_async_stop_at_the_end_of_its_route_delivers(small_bus):
     outcome = await put(small_bus, "Second", envelope_bytes(["Second"]))
     assert outcome == Outcome("Second", DELIVERED)
