@@ -91,10 +91,14 @@ class FateStore:
         now = outcome.received_at + outcome.elapsed
         hops = header.get("hops")
         if outcome.fate == "forwarded":
-            old = self.entries.get(message_id)
-            if old is not None and old[1]:
-                return
-            self._put(message_id, (now, False, (outcome.stop, outcome.detail, hops, self.worker)))
+            entries = self.entries
+            old = entries.get(message_id)
+            entry = (now, False, (outcome.stop, outcome.detail, hops, self.worker))
+            if old is None:
+                self._put(message_id, entry)
+            elif not old[1]:  # a later hop: the key is known and the store does not grow
+                entries.move_to_end(message_id)
+                entries[message_id] = entry
             return
         message = outcome.message[:MESSAGE_CHARS]
         what = (outcome.fate, outcome.stop, outcome.detail, message, hops, self.worker, outcome.received_at, now)

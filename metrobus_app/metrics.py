@@ -47,6 +47,7 @@ class BusCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         stats = self.bus.stats
+        stats.fold()
         received = CounterMetricFamily("metrobus_received", "Messages a stop received.", labels=["stop"])
         forwarded = CounterMetricFamily(
             "metrobus_forwarded", "Messages a stop sent on, by the stop sent to.", labels=["stop", "to"]

@@ -12,8 +12,12 @@ from metrobus_app.bus import Outcome
 from metrobus_app.stats import (
     DEAD_LETTERS_KEPT,
     EXCERPT_CHARS,
+    FOLD_AT,
+    SLOT_S,
+    SLOTS,
     BusStats,
     Histogram,
+    Window,
     bucket,
     merge,
     percentile,
@@ -129,6 +133,43 @@ def test_end_to_end_latency_is_from_the_stamp_to_delivery():
     assert bus["e2e_ms_last_minute"] == bus["e2e_ms"]
     clock.now += 120
     assert view(stats.snapshot())["bus"]["e2e_ms_last_minute"] == {"p50": None, "p99": None, "count": 0}
+
+
+def test_counting_in_folds_gives_what_counting_one_by_one_gives():
+    rng = random.Random(11)
+    stats = BusStats(Clock(T0 + 120))
+    stops, fates = ["busdriver", "AddEmail", "Log"], ["forwarded", "delivered", "dropped", "dead_lettered"]
+    expected: dict[str, dict] = {stop: {"received": 0, "fates": {}, "buckets": {}, "total": 0.0} for stop in stops}
+    window_by_stop: dict[str, Window] = {stop: Window() for stop in stops}
+    for i in range(3 * FOLD_AT + 17):  # two minutes of outcomes, several folds' worth
+        stop, fate, detail = rng.choice(stops), rng.choice(fates), rng.choice(["a", "b"])
+        at, elapsed = T0 + i * 120 / (3 * FOLD_AT), rng.lognormvariate(-7, 1.5)
+        stats.record(outcome(stop, fate, detail, at=at, elapsed=elapsed))
+        want = expected[stop]
+        want["received"] += 1
+        want["fates"][fate, detail] = want["fates"].get((fate, detail), 0) + 1
+        want["buckets"][bucket(elapsed)] = want["buckets"].get(bucket(elapsed), 0) + 1
+        want["total"] += elapsed
+        window_by_stop[stop].add((at - elapsed) + elapsed, bucket(elapsed))  # when done, as the stats add it up
+        assert len(stats.stops[stop].pending) < FOLD_AT  # recording never keeps more than a fold's worth
+    for stop in stops:
+        got, want = stats[stop], expected[stop]
+        assert got.received == want["received"]
+        assert dict(got.forwarded) == {d: n for (f, d), n in want["fates"].items() if f == "forwarded"}
+        assert dict(got.dropped) == {d: n for (f, d), n in want["fates"].items() if f == "dropped"}
+        assert dict(got.dead_lettered) == {d: n for (f, d), n in want["fates"].items() if f == "dead_lettered"}
+        assert got.delivered == sum(n for (f, _), n in want["fates"].items() if f == "delivered")
+        assert dict(got.processing.counts) == want["buckets"]
+        assert got.processing.total == pytest.approx(want["total"])
+        assert got.recent.recent(T0 + 120) == window_by_stop[stop].recent(T0 + 120)
+
+
+def test_a_window_does_not_count_what_is_older_than_its_slot():
+    window = Window()
+    window.add(T0, -60)
+    window.add(T0 - SLOTS * SLOT_S, -60)  # the same slot a minute earlier: too old, not counted over the newer
+    window.add(T0 - SLOT_S, -50, 3)
+    assert window.recent(T0) == (4, {-60: 1, -50: 3})
 
 
 # --- rates over the last minute ----------------------------------------------------------------
