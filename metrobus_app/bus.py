@@ -50,7 +50,7 @@ Offer = Callable[[str, "bytes | None", bytes], bool]
 FORWARDED, DELIVERED, DROPPED, DEAD_LETTERED = "forwarded", "delivered", "dropped", "dead_lettered"
 
 
-@dataclass
+@dataclass(slots=True)
 class Outcome:
     """What a stop did with one message; a stop's agent hands one per message to its sinks.
 
@@ -170,8 +170,7 @@ class Bus:
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
-                handle = self.handle
-                async for outcome in serve_agent(stream, lambda key, value, _message: handle(name, call, key, value)):
+                async for outcome in serve_agent(stream, partial(self.handle, name, call)):
                     yield outcome
 
             run.__name__ = run.__qualname__ = f"stop_{name}"
@@ -204,8 +203,10 @@ class Bus:
             return
         self.agents[name] = self.app.agent(topic, name=f"metrobus.{name}", concurrency=concurrency)(run)
 
-    async def handle(self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None) -> Outcome:
-        """Run one message through a stop and send it on; never raises."""
+    async def handle(
+        self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, message: Any = None
+    ) -> Outcome:
+        """Run one message through a stop and send it on; never raises (``message``, the record, is not needed)."""
         received_at, started = time.time(), time.perf_counter()
         return self._observed(await self._handle(stop, fn, key, raw, received_at), received_at, started)
 
