@@ -102,11 +102,19 @@ _MAX_PLANS = 1024
 def _planned(steps: Sequence[Any]) -> tuple[list[str], dict[str, tuple[str, ...]]]:
     """The route's stops in travel order (a fan-out step's first recipient) and its fan-out steps by index.
 
-    A busdriver's rules hand out the same few routes again and again: a route whose steps
-    are names is parsed once, not for every record.
+    A busdriver's rules hand out the same few routes again and again: a route that cannot
+    change (a tuple of names and tuples of names, as rules give it, or a list of names) is
+    parsed once, not for every record.
     """
-    key = tuple(steps) if all(isinstance(step, str) for step in steps) else None
-    plan = _PLANS.get(key) if key is not None else None
+    if steps.__class__ is tuple:
+        key: tuple[Any, ...] | None = steps  # type: ignore[assignment]
+        try:
+            plan = _PLANS.get(key)
+        except TypeError:  # a list inside: it may change, so it is not kept
+            key = plan = None
+    else:
+        key = tuple(steps) if all(isinstance(step, str) for step in steps) else None
+        plan = _PLANS.get(key) if key is not None else None
     if plan is None:
         parsed = parse_steps(steps)
         last = len(parsed) - 1

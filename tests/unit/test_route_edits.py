@@ -49,6 +49,20 @@ def test_a_fan_out_step_puts_its_first_stop_in_the_route_and_the_rest_in_fanout(
     assert stamp({}, ["A", ("Log", "Archive")]).header["fanout"] == {"0": ["Log", "Archive"]}
 
 
+def test_a_route_that_can_change_is_read_again_each_time_one_that_cannot_is_the_same_each_time():
+    fan = ["Log", "Archive"]
+    steps = ("A", fan)  # a tuple, but with a list inside that may change between records
+    assert stamp({}, steps).header["fanout"] == {"0": ["Log", "Archive"]}
+    fan.append("Review")
+    assert stamp({}, steps).header["fanout"] == {"0": ["Log", "Archive", "Review"]}
+    fixed = ("A", ("Log", "Archive"), "C")
+    first, again = stamp({}, fixed), stamp({}, fixed)
+    assert first.route == again.route == ["C", "Log", "A"]
+    assert first.header["fanout"] == again.header["fanout"] == {"1": ["Log", "Archive"]}
+    first.header["fanout"]["1"].append("Review")  # each envelope has its own copy of the plan
+    assert stamp({}, fixed).header["fanout"] == {"1": ["Log", "Archive"]}
+
+
 @pytest.mark.parametrize("steps", [[], "A", ["A", "Log+"], ["A", ["Log", "Log"]], ["A", 3]])
 def test_stamp_refuses_what_is_not_a_route(steps):
     with pytest.raises(ValueError):
