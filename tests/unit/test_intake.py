@@ -186,6 +186,30 @@ async def test_a_batch_from_before_a_rebalance_is_neither_handled_nor_acked(app:
     assert app.consumer._acked[tp] == []  # read again from the committed offset, by whoever owns it now
 
 
+async def test_a_batch_stops_when_flow_control_suspends_for_a_rebalance(app: faust.App) -> None:
+    tp = TP("Stop", 2)
+    seen: list[int] = []
+
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> None:
+        seen.append(message.offset)
+        if message.offset == 1:
+            app.flow_control.suspend()  # what Faust does when a rebalance begins
+
+    stream, task = await _serve_in_background(app, handle)
+    await stream.channel.put(Batch(tp, _records(tp, range(0, 4)), app.consumer_generation_id))
+    try:
+        for _ in range(100):
+            if len(seen) >= 2:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        await _stop(stream, task)
+    finally:
+        app.flow_control.resume()
+    assert seen == [0, 1]  # the records after the suspension are left to be read again
+    assert app.consumer._acked[tp] == []
+
+
 async def test_an_inbox_pauses_a_partition_above_its_limit_and_resumes_it_below_half(app: faust.App) -> None:
     tp = TP("Stop", 3)
     consumer = app.consumer
