@@ -17,7 +17,7 @@ import faust
 from .cache import Cache
 from .envelope import Envelope, decode_object
 from .errors import Drop, InvalidEnvelope, UnknownStop
-from .intake import serve_agent, timestamp_ms
+from .intake import Idleness, serve_agent, timestamp_ms
 from .raw_schema import RawSchema
 from .route import FANOUT, RouteStop, fan_out, send_late_copies, stamp
 from .safety import (
@@ -93,6 +93,7 @@ class Bus:
         self.sender = self._send_to_topic
         self.observers: list[Observer] = [self.stats.record]
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.idleness = Idleness()  # of this worker's stops: when all wait, the sender's open batches go
         self._known_stops: frozenset[str] | None = None
 
     @property
@@ -170,7 +171,7 @@ class Bus:
 
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
-                async for outcome in serve_agent(stream, partial(self.handle, name, call)):
+                async for outcome in serve_agent(stream, partial(self.handle, name, call), self.idleness):
                     yield outcome
 
             run.__name__ = run.__qualname__ = f"stop_{name}"
@@ -188,7 +189,7 @@ class Bus:
 
         def register(fn: RouteFunction) -> RouteFunction:
             async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
-                async for outcome in serve_agent(stream, partial(self.handle_record, name, fn)):
+                async for outcome in serve_agent(stream, partial(self.handle_record, name, fn), self.idleness):
                     yield outcome
 
             run.__name__ = run.__qualname__ = name

@@ -155,6 +155,7 @@ def install(app: Any) -> DeliveryGuard:
                 producer.batching = batching
             if batching is not None and bus.sender is send:
                 bus.offer = batching.offer  # its failures come back through this send, which the guard watches
+                bus.idleness.when_all_wait = batching.ship_soon
         try:
             future = await producer_send(topic, key, value)
         except Exception as exc:

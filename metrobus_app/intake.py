@@ -82,6 +82,25 @@ class Inbox:
             self.paused.clear()
 
 
+class Idleness:
+    """How many of a worker's serve loops run and how many wait for records.
+
+    ``when_all_wait`` is called each time the last busy loop starts waiting: nothing more is
+    coming to this worker for now, so whatever it holds back to gather (the bus's open
+    batches, ``producing.BatchingSend.ship_soon``) can go at once instead of after the linger.
+    """
+
+    def __init__(self) -> None:
+        self.loops = 0
+        self.waiting = 0
+        self.when_all_wait: Callable[[], Any] | None = None
+
+    def wait(self) -> None:
+        self.waiting += 1
+        if self.waiting >= self.loops and self.when_all_wait is not None:
+            self.when_all_wait()
+
+
 def inbox_of(channel: Any) -> Inbox | None:
     """The inbox of a channel that ``serve`` reads, or None (Faust's events only)."""
     inbox = getattr(channel, "metrobus_inbox", None)
@@ -94,6 +113,7 @@ async def serve(
     *,
     on_result: Callable[[Any], Awaitable[None]] | None = None,
     yield_every: int = 64,
+    idleness: Idleness | None = None,
 ) -> None:
     """Await ``handle(key, value, message)`` for every record of ``stream``, ack it, pass its result to ``on_result``.
 
@@ -116,6 +136,9 @@ async def serve(
     if inbox is None:
         inbox = channel.metrobus_inbox = Inbox(app, queue)
     inbox.readers += 1
+    if idleness is None:
+        idleness = Idleness()
+    idleness.loops += 1
     item: Any = None
     try:
         while not stream.should_stop:
@@ -127,7 +150,11 @@ async def serve(
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     since_yield = 0
-                    item = await channel.__anext__()
+                    idleness.wait()
+                    try:
+                        item = await channel.__anext__()
+                    finally:
+                        idleness.waiting -= 1
             except StopAsyncIteration:
                 return
             if item.__class__ is Batch:
@@ -157,6 +184,7 @@ async def serve(
             unacked.discard(item.message)
             set_current_event(None)
         inbox.readers -= 1
+        idleness.loops -= 1
         stream._channel_stop_iteration(channel)
         if started_here:
             await stream.stop()
@@ -218,7 +246,7 @@ def timestamp_ms(message: Message | ConsumerRecord) -> int:
     return round(message.timestamp * 1000)
 
 
-async def serve_agent(stream: faust.StreamT, handle: Handler) -> AsyncIterator[Any]:
+async def serve_agent(stream: faust.StreamT, handle: Handler, idleness: Idleness | None = None) -> AsyncIterator[Any]:
     """``serve`` as the body of a Faust agent; each result goes to the agent's sinks, if it has some.
 
     An async generator, so that Faust lets the agent have sinks, which yields nothing: Faust
@@ -228,6 +256,6 @@ async def serve_agent(stream: faust.StreamT, handle: Handler) -> AsyncIterator[A
     """
     agent = current_agent()
     to_sinks = agent._delegate_to_sinks if agent is not None and agent._sinks else None
-    await serve(stream, handle, on_result=to_sinks)
+    await serve(stream, handle, on_result=to_sinks, idleness=idleness)
     return
     yield  # never reached

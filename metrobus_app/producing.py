@@ -168,6 +168,12 @@ class BatchingSend:
             batches, self._open = list(self._open.items()), {}
             await self._hand_over(batches)
 
+    def ship_soon(self) -> None:
+        """Hand the open batches over now rather than when the linger is over (in a task of their own)."""
+        if self._lingering is not None:
+            self._lingering.cancel()
+            self._linger_over()
+
     def _linger_over(self) -> None:
         self._lingering = None
         task = asyncio.ensure_future(self.ship())

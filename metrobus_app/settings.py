@@ -47,7 +47,10 @@ class Settings:
         "redis://127.0.0.1:6379/0", "METROBUS_REDIS_URL", "Redis that cache warms read from (--redis-url overrides)."
     )
     linger_ms: int = _setting(
-        5, "METROBUS_LINGER_MS", "How long the producer waits to fill a batch; Faust's default is 0."
+        5,
+        "METROBUS_LINGER_MS",
+        "Longest wait to fill a batch; when every stop of the worker waits for records, a batch goes at once. "
+        "Faust's default is 0.",
     )
     fetch_wait_ms: int = _setting(
         10, "METROBUS_FETCH_WAIT_MS", "Longest a fetch waits for data; Faust hard-codes 1500 ms."

@@ -112,10 +112,11 @@ async def test_two_senders_and_commits_lose_nothing_and_keep_each_keys_order(bro
     await app.producer.stop()
 
 
-async def test_a_record_above_the_request_size_is_refused_at_once_and_a_refused_batch_fails_its_future(broker):
+async def test_what_an_offer_leaves_to_the_send_an_early_ship_and_what_the_broker_refuses(broker):
     app = await started_producer(broker, producer_max_request_size=50_000)
     futures: list[asyncio.Future] = []
     send, batching = send_for(app, app.producer, futures.append)
+    batching.linger_s = 60.0  # a batch goes when shipped, not by itself
     await app.producer._ensure_producer().send_and_wait(TOPIC, b"first", key=b"metadata")
     with pytest.raises(ProducerSendError) as refused:
         await send(TOPIC, b"k", b"x" * 60_000)
@@ -126,6 +127,15 @@ async def test_a_record_above_the_request_size_is_refused_at_once_and_a_refused_
     assert not batching.offer("NotKnownYet", b"k", b"v")
     assert not batching.offer(TOPIC, b"k", b"x" * 60_000)
     assert batching.offer(TOPIC, b"k", b"small")
+    assert not futures
+    batching.ship_soon()  # what the bus does when every stop of the worker waits: no linger
+    for _ in range(100):
+        if futures:
+            break
+        await asyncio.sleep(0.01)
+    assert len(futures) == 1 and not batching._open
+    assert (await futures[0]) is not None  # taken by the broker
+    assert await send(TOPIC, b"k", b"small") is None  # a new batch
     await app.producer.stop()  # the batch has nowhere to go now
     await batching.ship()
-    assert len(futures) == 1 and isinstance(futures[0].exception(), ProducerSendError)
+    assert len(futures) == 2 and isinstance(futures[1].exception(), ProducerSendError)

@@ -10,7 +10,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.agents.agent import current_agent
 from faust.types import TP
 
-from metrobus_app.intake import Batch, Inbox, inbox_of, serve, timestamp_ms
+from metrobus_app.intake import Batch, Idleness, Inbox, inbox_of, serve, timestamp_ms
 
 
 @pytest.fixture()
@@ -267,3 +267,33 @@ async def test_the_actors_of_one_agent_share_their_channels_inbox(app: faust.App
     stream.channel._throw(StopAsyncIteration())
     await asyncio.wait_for(asyncio.gather(*actors), timeout=5)
     assert inbox_of(stream.channel) is None
+
+
+async def test_the_worker_is_idle_when_every_serve_loop_waits_for_records(app: faust.App) -> None:
+    idleness, idle_at = Idleness(), []
+    seen: list[int] = []
+    idleness.when_all_wait = lambda: idle_at.append(list(seen))
+
+    async def handle(key: bytes | None, value: bytes | None, message: faust.types.Message) -> None:
+        seen.append(message.offset)
+        await asyncio.sleep(0.01)  # while one loop is busy, the other waits: not idle yet
+
+    tp = TP("Stop", 0)
+    streams = [app.channel().stream(), app.channel().stream()]
+    tasks = [asyncio.ensure_future(serve(stream, handle, idleness=idleness)) for stream in streams]
+    for _ in range(100):
+        if idleness.waiting == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert idleness.loops == 2 and idle_at == [[], []]  # each loop found nothing as it started
+    await streams[0].channel.put(Batch(tp, _records(tp, range(0, 3)), app.consumer_generation_id))
+    await streams[1].channel.put(Batch(tp, _records(tp, range(10, 12)), app.consumer_generation_id))
+    for _ in range(100):
+        if len(idle_at) == 3:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert len(idle_at) == 3 and len(idle_at[2]) == 5  # idle again once, when both loops were done
+    for stream, task in zip(streams, tasks, strict=True):
+        await _stop(stream, task)
+    assert idleness.loops == 0 and idleness.waiting == 0
