@@ -110,13 +110,18 @@ def _records(tp: TP, offsets: range) -> list[ConsumerRecord]:
     ]
 
 
+async def _until(condition, seconds: float = 1.0) -> None:
+    """Let the served tasks run until ``condition()`` holds, ``seconds`` at most (the asserts say what failed)."""
+    for _ in range(int(seconds / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
 async def _serve_in_background(app: faust.App, handle) -> tuple[faust.StreamT, asyncio.Task]:
     stream = app.channel().stream()
     task = asyncio.ensure_future(serve(stream, handle))
-    for _ in range(100):
-        if inbox_of(stream.channel) is not None:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: inbox_of(stream.channel) is not None)
     return stream, task
 
 
@@ -135,10 +140,7 @@ async def test_a_batch_is_handled_in_order_and_its_offsets_acked_together(app: f
     stream, task = await _serve_in_background(app, handle)
     inbox = inbox_of(stream.channel)
     await inbox.put(Batch(tp, _records(tp, range(10, 13)), app.consumer_generation_id))
-    for _ in range(100):
-        if len(seen) == 3 and app.consumer._acked[tp]:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: len(seen) == 3 and app.consumer._acked[tp])
     await _stop(stream, task)
     assert seen == [(b"k", b"v10", 1010, [], None), (b"k", b"v11", 1011, [], None), (b"k", b"v12", 1012, [], None)]
     assert app.consumer._acked[tp] == [10, 11, 12]
@@ -176,10 +178,7 @@ async def test_a_batch_from_before_a_rebalance_is_neither_handled_nor_acked(app:
     old = app.consumer_generation_id - 1
     await stream.channel.put(Batch(tp, _records(tp, range(0, 3)), old))
     await stream.channel.put(Batch(tp, _records(tp, range(4, 8)), app.consumer_generation_id))
-    for _ in range(100):
-        if seen:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: seen)
     await asyncio.sleep(0.05)
     await _stop(stream, task)
     assert seen == [4, 5]  # none of the stale batch; the live one until the rebalance came
@@ -198,10 +197,7 @@ async def test_a_batch_stops_when_flow_control_suspends_for_a_rebalance(app: fau
     stream, task = await _serve_in_background(app, handle)
     await stream.channel.put(Batch(tp, _records(tp, range(0, 4)), app.consumer_generation_id))
     try:
-        for _ in range(100):
-            if len(seen) >= 2:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: len(seen) >= 2)
         await asyncio.sleep(0.05)
         await _stop(stream, task)
     finally:
@@ -249,17 +245,11 @@ async def test_the_actors_of_one_agent_share_their_channels_inbox(app: faust.App
 
     stream = app.channel().stream()
     actors = [asyncio.ensure_future(serve(stream, handle)) for _ in range(2)]
-    for _ in range(100):
-        if inbox_of(stream.channel) is not None and inbox_of(stream.channel).readers == 2:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: inbox_of(stream.channel) is not None and inbox_of(stream.channel).readers == 2)
     inbox = inbox_of(stream.channel)
     await inbox.put(Batch(tp, _records(tp, range(0, 3)), app.consumer_generation_id))
     await inbox.put(Batch(tp, _records(tp, range(3, 6)), app.consumer_generation_id))
-    for _ in range(100):
-        if len(seen) == 6:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: len(seen) == 6)
     assert sorted(seen) == list(range(6)) and inbox.waiting == 0
     stream.channel._throw(StopAsyncIteration())
     await asyncio.wait(actors, timeout=5, return_when=asyncio.FIRST_COMPLETED)
@@ -281,17 +271,11 @@ async def test_the_worker_is_idle_when_every_serve_loop_waits_for_records(app: f
     tp = TP("Stop", 0)
     streams = [app.channel().stream(), app.channel().stream()]
     tasks = [asyncio.ensure_future(serve(stream, handle, idleness=idleness)) for stream in streams]
-    for _ in range(100):
-        if idleness.waiting == 2:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: idleness.waiting == 2)
     assert idleness.loops == 2 and idle_at == [[], []]  # each loop found nothing as it started
     await streams[0].channel.put(Batch(tp, _records(tp, range(0, 3)), app.consumer_generation_id))
     await streams[1].channel.put(Batch(tp, _records(tp, range(10, 12)), app.consumer_generation_id))
-    for _ in range(100):
-        if len(idle_at) == 3:
-            break
-        await asyncio.sleep(0.01)
+    await _until(lambda: len(idle_at) == 3)
     await asyncio.sleep(0.05)
     assert len(idle_at) == 3 and len(idle_at[2]) == 5  # idle again once, when both loops were done
     for stream, task in zip(streams, tasks, strict=True):
