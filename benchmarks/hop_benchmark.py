@@ -52,7 +52,6 @@ async def run(records: int, rounds: int, seed: int) -> dict[str, Any]:
     from metrobus_app.intake import Batch, _serve_batch
     from metrobus_app.producing import BatchingSend
     from metrobus_app.route_rules import RouteRules
-    from metrobus_app.watch import Watch
     from tables import emails, whitelist
 
     app.finalize()
@@ -69,7 +68,7 @@ async def run(records: int, rounds: int, seed: int) -> dict[str, Any]:
             emails.store.data[str(account).encode()] = email
             if rng.random() < 0.6:
                 whitelist.store.data[email] = b"1"
-    Watch(app)  # its fate store observes every outcome, as in a worker
+    assert app.watch.fates.record in bus.observers  # the app's fate store observes every outcome, as in a worker
 
     aio = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1")  # never started: batches only
     aio._metadata.partitions_for_topic = lambda topic: {0, 1, 2, 3}
