@@ -124,54 +124,60 @@ def main(
     rate: float, accounts: int, duration: float | None, broker_port: int, web_port: int, data_dir: Path, state_dir: Path
 ) -> None:
     """Run the demo bus: pusher -> busdriver -> AddEmail -> WhiteList -> Log."""
+    # Stop cleanly on SIGTERM as on Ctrl-C, and on Ctrl-C's SIGINT also when started in the
+    # background (a shell without job control starts it with SIGINT ignored).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     state = state_dir.resolve()
     # The embedded broker keeps nothing: worker state from an earlier run would not match it.
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     data = data_dir.resolve() / f"demo-{accounts}"
     with ExitStack() as stack:
-        broker = stack.enter_context(EmbeddedBroker(free_port(broker_port), log_path=state / "broker.log"))
-        click.secho(f"broker (Tansu, in memory) listening on {broker.bootstrap}", fg="green")
-        web_port = free_port(web_port)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("METROBUS_")}
-        env.update(METROBUS_BROKER=broker.url, METROBUS_DATA_DIR=str(state / "worker"), METROBUS_WEB_PORT=str(web_port))
-        if not (data / "whitelist.dat").exists():
-            faust(env, "make-data", "--out", str(data), "--accounts", str(accounts))
-        faust(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
-        worker_log = state / "worker.log"
-        worker = background(stack, env, worker_log, "worker", "-l", "info")
-        url = f"http://127.0.0.1:{web_port}/metrobus/"
-        click.echo(f"worker starting (log: {worker_log}); loading caches")
-        want = {"emails": count_lines(data / "emails.dat"), "whitelist": count_lines(data / "whitelist.dat")}
-        wait_for_caches(worker, url, worker_log, want)
-        pusher = background(
-            stack,
-            env,
-            state / "pusher.log",
-            "push",
-            "--count",
-            "1000000000",
-            "--rate",
-            str(rate),
-            "--accounts",
-            str(accounts),
-        )
-        click.secho("\nThe demo bus is running.", fg="green", bold=True)
-        click.echo(f"  dashboard:           {url}")
-        click.echo(f"  what each stop did:  {url}stats/")
-        click.echo(f"  Prometheus metrics:  {url}metrics")
-        click.echo(f"  cache sizes:         {url}caches/")
-        click.echo(f"  one lookup:          {url}caches/emails/{1_000_000 + accounts - 1}")
-        click.echo(f"  worker log:          {worker_log}")
-        click.echo("Press Ctrl-C to stop (broker, worker and pusher stop with it).\n")
-        started = time.monotonic()
         try:
+            broker = stack.enter_context(EmbeddedBroker(free_port(broker_port), log_path=state / "broker.log"))
+            click.secho(f"broker (Tansu, in memory) listening on {broker.bootstrap}", fg="green")
+            web_port = free_port(web_port)
+            env = {k: v for k, v in os.environ.items() if not k.startswith("METROBUS_")}
+            env.update(
+                METROBUS_BROKER=broker.url, METROBUS_DATA_DIR=str(state / "worker"), METROBUS_WEB_PORT=str(web_port)
+            )
+            if not (data / "whitelist.dat").exists():
+                faust(env, "make-data", "--out", str(data), "--accounts", str(accounts))
+            faust(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
+            worker_log = state / "worker.log"
+            worker = background(stack, env, worker_log, "worker", "-l", "info")
+            url = f"http://127.0.0.1:{web_port}/metrobus/"
+            click.echo(f"worker starting (log: {worker_log}); loading caches")
+            want = {"emails": count_lines(data / "emails.dat"), "whitelist": count_lines(data / "whitelist.dat")}
+            wait_for_caches(worker, url, worker_log, want)
+            pusher = background(
+                stack,
+                env,
+                state / "pusher.log",
+                "push",
+                "--count",
+                "1000000000",
+                "--rate",
+                str(rate),
+                "--accounts",
+                str(accounts),
+            )
+            click.secho("\nThe demo bus is running.", fg="green", bold=True)
+            click.echo(f"  dashboard:           {url}")
+            click.echo(f"  what each stop did:  {url}stats/")
+            click.echo(f"  Prometheus metrics:  {url}metrics")
+            click.echo(f"  cache sizes:         {url}caches/")
+            click.echo(f"  one lookup:          {url}caches/emails/{1_000_000 + accounts - 1}")
+            click.echo(f"  worker log:          {worker_log}")
+            click.echo("Press Ctrl-C to stop (broker, worker and pusher stop with it).\n")
+            started = time.monotonic()
             while duration is None or time.monotonic() - started < duration:
                 time.sleep(min(5, duration or 5))
                 if worker.poll() is not None or pusher.poll() is not None:
                     raise DemoError(f"a process of the demo stopped; see the logs in {state}")
                 click.echo(f"  {time.monotonic() - started:5.0f} s  " + summary(get_json(f"{url}stats/")["stops"]))
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any point: the stack stops what started
             click.echo("\nstopping")
     click.echo("demo stopped")
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +37,29 @@ def test_the_demo_runs_says_where_to_look_and_runs_again(tmp_path):
         assert delivered and delivered[-1] > 0, demo.stdout
         assert demo.stdout.rstrip().endswith("demo stopped")
     assert "make-data" not in demo.stdout  # the second run reuses the generated files
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGINT, ignored when it started"])
+def test_the_demo_stops_cleanly_on_a_signal(tmp_path, how):
+    command = [sys.executable, "scripts/demo.py", "--accounts", "2000", "--rate", "50"]
+    broker_port, web_port = free_port(), free_port()
+    command += ["--broker-port", str(broker_port), "--web-port", str(web_port)]
+    command += ["--data-dir", str(tmp_path / "data"), "--state-dir", str(tmp_path / "state")]
+    ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if how.startswith("SIGINT") else None
+    demo = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True, preexec_fn=ignore_sigint)
+    lines = []
+    assert demo.stdout is not None
+    for line in demo.stdout:
+        lines.append(line)
+        if "Press Ctrl-C to stop" in line:
+            break
+    demo.send_signal(signal.SIGTERM if how == "SIGTERM" else signal.SIGINT)
+    out, _ = demo.communicate(timeout=60)
+    assert demo.returncode == 0, "".join(lines) + out
+    assert out.rstrip().endswith("demo stopped")
+    for port in (broker_port, web_port):  # the broker and the worker stopped with it
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
 
 
 @pytest.mark.parametrize(
