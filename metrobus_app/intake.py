@@ -203,11 +203,10 @@ async def _serve_batch(
     read again from its committed offset (by this worker or its new owner).
     """
     flow_control, generation = app.flow_control, batch.generation
-    suspended = flow_control._suspend  # set while a rebalance goes on: ``flow_control.is_active()`` is its negation
     done: list[int] = []
     try:
         for n, record in enumerate(batch.records, 1):
-            if suspended._value or app.consumer_generation_id != generation:  # asyncio.Event.is_set(), not called
+            if not flow_control.is_active() or app.consumer_generation_id != generation:
                 return
             result = await handle(record.key, record.value, record)
             done.append(record.offset)

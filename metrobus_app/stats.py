@@ -74,7 +74,7 @@ class Histogram:
 
     def add(self, seconds: float) -> int:
         """Count a duration; returns its bucket."""
-        k = MIN_BUCKET + bisect_left(_UPPER_BOUNDS, seconds)  # bucket(seconds), without the call
+        k = bucket(seconds)
         self.counts[k] += 1
         self.total += seconds
         return k
