@@ -140,8 +140,9 @@ def workers(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[WorkerFactory]:
 def read_topic(broker: EmbeddedBroker, topic: str, expect: int, *, timeout: float = 60, settle: float = 2.0) -> list:
     """Read a topic from the start, without joining a group: every record's (key, value).
 
-    Waits until ``expect`` records arrived, then ``settle`` seconds more, so that records
-    beyond the expected ones would be seen too.
+    Waits until ``expect`` records arrived, then reads on to the end the topic has then (a
+    topic holding duplicates is longer than ``expect``), and ``settle`` seconds more, so that
+    records beyond the expected ones would be seen too.
     """
     consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False)
     try:
@@ -151,15 +152,19 @@ def read_topic(broker: EmbeddedBroker, topic: str, expect: int, *, timeout: floa
             partitions = consumer.partitions_for_topic(topic)
             assert partitions or time.monotonic() < deadline, f"topic {topic} never appeared"
             time.sleep(0.2)
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        tps = [TopicPartition(topic, p) for p in partitions]
+        consumer.assign(tps)
         consumer.seek_to_beginning()
         records: list = []
-        settled_at = None
+        ends = settled_at = None
         while True:
             for batch in consumer.poll(timeout_ms=200).values():
                 records.extend((r.key, r.value) for r in batch)
             now = time.monotonic()
             if len(records) >= expect:
+                ends = ends or consumer.end_offsets(tps)
+                if any(consumer.position(tp) < end for tp, end in ends.items()) and now < deadline:
+                    continue
                 settled_at = settled_at or now + settle
                 if now >= settled_at:
                     return records
