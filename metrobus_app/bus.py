@@ -317,7 +317,7 @@ class Bus:
         next_stop = envelope.next_stop
         if next_stop is None:
             return Outcome(stop, DELIVERED, envelope=envelope)
-        if next_stop not in self.known_stops:
+        if next_stop not in (self._known_stops or self.known_stops):
             error = UnknownStop(
                 f"route names unknown stop {next_stop!r} (known: {', '.join(sorted(self.known_stops))})"
             )
@@ -326,9 +326,10 @@ class Bus:
             check_hops(envelope, self.settings)
         except HopLimitExceeded as error:
             return await self.dead_letter(stop, key, arriving(envelope), error, envelope, topic=next_stop)
-        copies = fan_out(envelope)
-        if len(copies) > 1:
-            return await self._fan_out(envelope, copies, key, stop=stop, received_at=received_at)
+        if FANOUT in envelope.header:
+            copies = fan_out(envelope)
+            if len(copies) > 1:
+                return await self._fan_out(envelope, copies, key, stop=stop, received_at=received_at)
         envelope.pop_next()
         now = time.time()
         envelope.add_hop(stop, received_at or now, now, self.worker_id)

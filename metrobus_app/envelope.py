@@ -69,10 +69,17 @@ def _micros(seconds: float) -> float:
     return round(seconds * 1e6) / 1e6
 
 
-def _all_str(values: list[Any]) -> bool:
-    """Whether every value is a str; ``str.join`` checks that in C (a generator per list cost more than decoding)."""
+_STOP_LISTS = (ROUTE, ORIGINAL_ROUTE, HISTORICAL_ROUTE)
+
+
+def _stop_lists(header: dict[str, Any]) -> bool:
+    """Whether the header's route fields that are there are lists of str; ``str.join`` checks that in C."""
     try:
-        "".join(values)
+        for name in _STOP_LISTS:
+            stops = header.get(name, _NO_STOPS)
+            if not isinstance(stops, list):
+                return False
+            "".join(stops)
     except TypeError:
         return False
     return True
@@ -118,10 +125,9 @@ class Envelope:
             raise InvalidEnvelope("no 'header' object" if header is None else "'header' is not an object")
         if "payload" not in value:
             raise InvalidEnvelope("no 'payload'")
-        for name in (ROUTE, ORIGINAL_ROUTE, HISTORICAL_ROUTE):
-            stops = header.get(name, _NO_STOPS)
-            if not isinstance(stops, list) or not _all_str(stops):
-                raise InvalidEnvelope(f"header.{name} is not a list of stop names")
+        if not _stop_lists(header):
+            name = next(name for name in _STOP_LISTS if not _stop_lists({name: header.get(name, _NO_STOPS)}))
+            raise InvalidEnvelope(f"header.{name} is not a list of stop names")
         if ROUTE not in header:
             raise InvalidEnvelope("header has no 'route'")
         header.setdefault(HISTORICAL_ROUTE, [])
@@ -139,7 +145,8 @@ class Envelope:
     @property
     def next_stop(self) -> str | None:
         """The stop this envelope goes to next, or None at the end of its route."""
-        return self.route[-1] if self.route else None
+        route = self.header[ROUTE]
+        return route[-1] if route else None
 
     @property
     def id(self) -> str | None:
@@ -148,10 +155,12 @@ class Envelope:
 
     def pop_next(self) -> str:
         """Take the next stop off the route and record it in the history."""
-        if not self.route:
+        header = self.header
+        route = header[ROUTE]
+        if not route:
             raise IndexError("the route is empty: the message has arrived")
-        stop = self.route.pop()
-        self.header[HISTORICAL_ROUTE].append(stop)
+        stop = route.pop()
+        header[HISTORICAL_ROUTE].append(stop)
         return stop
 
     def add_hop(self, stop: str, received: float, forwarded: float, worker: str) -> None:

@@ -62,18 +62,20 @@ def check_envelope(envelope: Envelope, settings: Settings) -> None:
     """Raise InvalidEnvelope when the header breaks a limit or has a field of the wrong type."""
     header = envelope.header
     limit = settings.max_route_stops
-    for name in (ROUTE, HISTORICAL_ROUTE):
-        if len(header[name]) > limit:
-            raise InvalidEnvelope(
-                f"header.{name} has {len(header[name])} stops, above METROBUS_MAX_ROUTE_STOPS={limit}"
-            )
+    if len(header[ROUTE]) > limit or len(header[HISTORICAL_ROUTE]) > limit:
+        for name in (ROUTE, HISTORICAL_ROUTE):
+            if len(header[name]) > limit:
+                raise InvalidEnvelope(
+                    f"header.{name} has {len(header[name])} stops, above METROBUS_MAX_ROUTE_STOPS={limit}"
+                )
     message_id = header.get("id")
     if message_id is not None and not isinstance(message_id, str):
         raise InvalidEnvelope(f"header.id is a {type(message_id).__name__}, not a string")
-    for name, least in ((MAX_HOPS, 1), (REPLAYS, 0)):
-        value = header.get(name)
-        if value is not None and (type(value) is not int or value < least):
-            raise InvalidEnvelope(f"header.{name} is {value!r}, not a whole number >= {least}")
+    if MAX_HOPS in header or REPLAYS in header:
+        for name, least in ((MAX_HOPS, 1), (REPLAYS, 0)):
+            value = header.get(name)
+            if value is not None and (type(value) is not int or value < least):
+                raise InvalidEnvelope(f"header.{name} is {value!r}, not a whole number >= {least}")
     hops = header.get("hops")
     if hops is not None and not isinstance(hops, list):
         raise InvalidEnvelope(f"header.hops is a {type(hops).__name__}, not a list")
