@@ -29,6 +29,7 @@ import platform
 import random
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -660,14 +661,17 @@ def start_profiler(ctx: Context, name: str, pid: int) -> Callable[[], Callable[[
     return start
 
 
-def run_scenario(ctx: Context, kind: str, workers: int, partitions: int) -> dict[str, Any]:
+def run_scenario(ctx: Context, kind: str, workers: int, partitions: int, repeat: int = 1) -> dict[str, Any]:
     """One scenario on its own fresh broker: the bus with ``workers`` workers, or the raw relay."""
     name = f"raw relay, {partitions}p" if kind == "relay" else f"bus {workers}w x {partitions}p"
     slug = f"relay-{partitions}p" if kind == "relay" else f"bus-{workers}w-{partitions}p"
+    slug += f"-{repeat}" if repeat > 1 else ""
     work = ctx.work / slug
     work.mkdir(parents=True, exist_ok=True)
-    result: dict[str, Any] = {"name": name, "kind": kind, "workers": workers, "partitions": partitions, "error": None}
-    click.echo(f"--- {name}", err=True)
+    result: dict[str, Any] = {
+        "name": name, "kind": kind, "workers": workers, "partitions": partitions, "repeat": repeat, "error": None,
+    }  # fmt: skip
+    click.echo(f"--- {name}" + (f" (repeat {repeat})" if repeat > 1 else ""), err=True)
     processes: list[Process] = []
     broker = ctx.project.EmbeddedBroker(log_path=work / "broker.log")
     started = time.monotonic()
@@ -836,6 +840,11 @@ def table(results: list[dict[str, Any]]) -> str:
         f"{'cpu s':>11} {'ms/rec':>6} {'peak MB':>11} {'other':>5}"
     )
     lines = [head, "-" * len(head)]
+    repeated = any(r.get("repeat", 1) > 1 for r in results)
+
+    def label(r: dict[str, Any]) -> str:
+        return f"{r['name']} #{r['repeat']}" if repeated else r["name"]
+
     for r in results:
         b, p = r["burst"], r["paced"]
         cpu = "+".join(_n(x["cpu_seconds"]["burst"], 1) for x in r["processes"]) or "-"
@@ -845,7 +854,7 @@ def table(results: list[dict[str, Any]]) -> str:
         mark_b = "" if b["complete"] else " !"
         mark_p = "" if p["complete"] else " !"
         lines.append(
-            f"{r['name']:<18} {_n(b['throughput_rps']):>11} {_n(b['latency_ms']['p50'], 1):>7} "
+            f"{label(r):<18} {_n(b['throughput_rps']):>11} {_n(b['latency_ms']['p50'], 1):>7} "
             f"{_n(b['latency_ms']['p99'], 1):>7} {_n(b['latency_ms']['max'], 1):>7}  "
             f"{_n(b['delivered']) + '/' + _n(b['expected']) + mark_b:>11}  "
             f"{_n(p['latency_ms']['p50'], 1):>9} {_n(p['latency_ms']['p99'], 1):>7} "
@@ -866,7 +875,7 @@ def table(results: list[dict[str, Any]]) -> str:
         for r in bus:
             q = r["ratios_to_raw"]
             lines.append(
-                f"{r['name']:<18} {_n(q['burst_throughput'], 2):>10} {_n(q['burst_p50'], 2):>9} "
+                f"{label(r):<18} {_n(q['burst_throughput'], 2):>10} {_n(q['burst_p50'], 2):>9} "
                 f"{_n(q['burst_p99'], 2):>9} {_n(q['paced_p50'], 2):>9} {_n(q['paced_p99'], 2):>9} "
                 f"{_n(q['burst_cpu_per_record'], 2):>7}"
             )
@@ -876,6 +885,53 @@ def table(results: list[dict[str, Any]]) -> str:
         "peak MB: VmHWM of each worker; other: CPU used by other processes of the machine during the burst,",
         "as a share of all CPUs (high: the figures are disturbed); '!': not everything expected arrived in time.",
     ]
+    return "\n".join(lines)
+
+
+def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario, over its repeats: the median (and range) of throughput, ratio, paced p99 and CPU per record."""
+    names = list(dict.fromkeys(r["name"] for r in results))
+    summary = []
+    for name in names:
+        runs = [r for r in results if r["name"] == name and not r["error"]]
+
+        def spread(get: Callable[[dict[str, Any]], Any], runs: list[dict[str, Any]] = runs) -> dict[str, Any]:
+            values = sorted(v for v in map(get, runs) if v is not None)
+            if not values:
+                return {"median": None, "min": None, "max": None}
+            return {"median": statistics.median(values), "min": values[0], "max": values[-1]}
+
+        summary.append(
+            {
+                "name": name,
+                "runs": len(runs),
+                "burst_throughput_rps": spread(lambda r: r["burst"]["throughput_rps"]),
+                "ratio_burst_throughput": spread(lambda r: r.get("ratios_to_raw", {}).get("burst_throughput")),
+                "paced_p99_ms": spread(lambda r: r["paced"]["latency_ms"]["p99"]),
+                "cpu_ms_per_record": spread(lambda r: r["burst"]["cpu_ms_per_record"]),
+            }
+        )
+    return summary
+
+
+def medians_table(summary: list[dict[str, Any]]) -> str:
+    """The medians over repeats as a text table: median (min-max)."""
+
+    def cell(figure: dict[str, Any], digits: int) -> str:
+        if figure["median"] is None:
+            return "-"
+        return f"{figure['median']:.{digits}f} ({figure['min']:.{digits}f}-{figure['max']:.{digits}f})"
+
+    lines = [
+        f"{'scenario':<18} {'runs':>4}  {'burst rec/s':>21}  {'ratio to relay':>18}  {'paced p99 ms':>18}  "
+        f"{'ms/rec':>18}"
+    ]
+    for s in summary:
+        lines.append(
+            f"{s['name']:<18} {s['runs']:>4}  {cell(s['burst_throughput_rps'], 0):>21}  "
+            f"{cell(s['ratio_burst_throughput'], 2):>18}  {cell(s['paced_p99_ms'], 1):>18}  "
+            f"{cell(s['cpu_ms_per_record'], 3):>18}"
+        )
     return "\n".join(lines)
 
 
@@ -1019,6 +1075,13 @@ def _ints(value: str) -> list[int]:
     default=None,
     help="py-spy record worker0 during each bus burst into DIR (raw/collapsed format). Slows that worker.",
 )
+@click.option(
+    "--repeat",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Run everything N times (relay, then bus, in turn) and print each scenario's median too.",
+)
 def main(
     quick: bool,
     count: int | None,
@@ -1038,6 +1101,7 @@ def main(
     snapshot: bool,
     work_dir: Path | None,
     profile_dir: Path | None,
+    repeat: int,
 ) -> None:
     """Benchmark the demo bus against a raw aiokafka relay; print a table, write a JSON file."""
     count = count or (1000 if quick else 10_000)
@@ -1091,16 +1155,19 @@ def main(
             profile_dir=profile_dir.resolve() if profile_dir else None,
             worker_settings=extra,
         )
-        relays: dict[int, dict[str, Any]] = {}
-        if not no_relay:
-            for p in partitions:
-                relays[p] = run_scenario(ctx, "relay", 1, p)
+        all_relays: list[dict[str, Any]] = []
         scenarios = []
-        for w in workers:
-            for p in partitions:
-                scenario = run_scenario(ctx, "bus", w, p)
-                add_ratios(scenario, relays.get(p))
-                scenarios.append(scenario)
+        for r in range(1, repeat + 1):  # each bus scenario against the relay of its own repeat, run just before
+            relays: dict[int, dict[str, Any]] = {}
+            if not no_relay:
+                for p in partitions:
+                    relays[p] = run_scenario(ctx, "relay", 1, p, r)
+            all_relays += relays.values()
+            for w in workers:
+                for p in partitions:
+                    scenario = run_scenario(ctx, "bus", w, p, r)
+                    add_ratios(scenario, relays.get(p))
+                    scenarios.append(scenario)
     finally:
         if work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -1125,16 +1192,20 @@ def main(
             "timeout_s": timeout,
             "stall_s": stall,
             "profiled": ctx.profile_dir is not None,
+            "repeat": repeat,
         },
         "machine": machine(),
         "scenarios": scenarios,
-        "raw_relay": [relays[p] for p in sorted(relays)],
+        "raw_relay": all_relays,
+        "medians": medians([*all_relays, *scenarios]),
         "total_seconds": round(time.monotonic() - begun, 1),
     }
     out = out or RESULTS / f"bus-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     click.echo(table([*report["raw_relay"], *scenarios]))
+    if repeat > 1:
+        click.echo(f"\nmedian (min-max) of {repeat} repeats:\n" + medians_table(report["medians"]))
     click.echo(f"\n{len(scenarios)} scenarios in {report['total_seconds']:.0f} s; figures in {out}")
     if any(r["error"] for r in [*scenarios, *report["raw_relay"]]):
         sys.exit(1)

@@ -41,6 +41,7 @@ SCENARIO = {
     "kind",
     "workers",
     "partitions",
+    "repeat",
     "error",
     "setup_seconds",
     "scenario_seconds",
@@ -72,6 +73,7 @@ REPORT = {
     "machine",
     "scenarios",
     "raw_relay",
+    "medians",
 }
 
 
@@ -129,3 +131,8 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert relay["partitions"] == 4
     # The same records go to both, so the same number must be expected of both.
     assert relay["burst"]["expected"] == bus["burst"]["expected"]
+    # One run: each median is that run's figure.
+    relay_median, bus_median = report["medians"]
+    assert relay_median["name"] == relay["name"] and relay_median["runs"] == 1
+    assert bus_median["burst_throughput_rps"]["median"] == bus["burst"]["throughput_rps"]
+    assert bus_median["ratio_burst_throughput"]["median"] == bus["ratios_to_raw"]["burst_throughput"]
