@@ -86,6 +86,8 @@ def test_a_0_0_x_envelope_without_history_gets_one():
         (b'{"header": {"route": "Log"}, "payload": {}}', "header.route is not a list"),
         (b'{"header": {"route": ["Log", 3]}, "payload": {}}', "header.route is not a list"),
         (b'{"header": {"route": [], "historical_route": {}}, "payload": {}}', "header.historical_route"),
+        (b'{"header": {"route": ["Log"], "original_route": ["Log", null]}, "payload": {}}', "header.original_route"),
+        (b'{"header": {"route": ["Log"], "historical_route": [1]}, "payload": {}}', "header.historical_route"),
         (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
     ],
 )
