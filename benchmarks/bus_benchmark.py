@@ -890,28 +890,27 @@ def table(results: list[dict[str, Any]]) -> str:
 
 def medians(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per scenario, over its repeats: the median (and range) of throughput, ratio, paced p99 and CPU per record."""
-    names = list(dict.fromkeys(r["name"] for r in results))
     summary = []
-    for name in names:
+    for name in dict.fromkeys(r["name"] for r in results):
         runs = [r for r in results if r["name"] == name and not r["error"]]
-
-        def spread(get: Callable[[dict[str, Any]], Any], runs: list[dict[str, Any]] = runs) -> dict[str, Any]:
-            values = sorted(v for v in map(get, runs) if v is not None)
-            if not values:
-                return {"median": None, "min": None, "max": None}
-            return {"median": statistics.median(values), "min": values[0], "max": values[-1]}
-
         summary.append(
             {
                 "name": name,
                 "runs": len(runs),
-                "burst_throughput_rps": spread(lambda r: r["burst"]["throughput_rps"]),
-                "ratio_burst_throughput": spread(lambda r: r.get("ratios_to_raw", {}).get("burst_throughput")),
-                "paced_p99_ms": spread(lambda r: r["paced"]["latency_ms"]["p99"]),
-                "cpu_ms_per_record": spread(lambda r: r["burst"]["cpu_ms_per_record"]),
+                "burst_throughput_rps": _spread(r["burst"]["throughput_rps"] for r in runs),
+                "ratio_burst_throughput": _spread(r.get("ratios_to_raw", {}).get("burst_throughput") for r in runs),
+                "paced_p99_ms": _spread(r["paced"]["latency_ms"]["p99"] for r in runs),
+                "cpu_ms_per_record": _spread(r["burst"]["cpu_ms_per_record"] for r in runs),
             }
         )
     return summary
+
+
+def _spread(figures: Iterable[float | None]) -> dict[str, Any]:
+    values = sorted(v for v in figures if v is not None)
+    if not values:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(values), "min": values[0], "max": values[-1]}
 
 
 def medians_table(summary: list[dict[str, Any]]) -> str:
