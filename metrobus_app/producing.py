@@ -160,13 +160,18 @@ class BatchingSend:
         return count
 
     async def ship(self) -> None:
-        """Hand every open batch to aiokafka's producer (whose flush then covers them)."""
+        """Hand every open batch to aiokafka's producer, after the hand-overs already under way.
+
+        Then aiokafka's flush covers every record offered before: a batch that a linger task
+        or a sender took from ``_open`` is in nobody's flush until its hand-over is done, and
+        aiokafka holds a hand-over back while the partition's previous batch waits to go (a
+        commit that did not wait for it lost those records in a kill -9 on a loaded machine).
+        """
         if self._lingering is not None:
             self._lingering.cancel()
             self._lingering = None
-        if self._open:
-            batches, self._open = list(self._open.items()), {}
-            await self._hand_over(batches)
+        batches, self._open = list(self._open.items()), {}
+        await self._hand_over(batches)
 
     def ship_soon(self) -> None:
         """Hand the open batches over now rather than when the linger is over (in a task of their own)."""
@@ -181,7 +186,7 @@ class BatchingSend:
         task.add_done_callback(self._tasks.discard)
 
     async def _hand_over(self, batches: list[tuple[tuple[str, int], Any]]) -> None:
-        """Give each batch to aiokafka; one it refuses becomes a failed future for ``on_batch``."""
+        """Give each batch to aiokafka, after those given before; one refused: a failed future for ``on_batch``."""
         async with self._handing_over:
             for (topic, partition), batch in batches:
                 batch.close()  # ready to go: aiokafka adds nothing to it and does not linger on it

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import signal
 
 import faust
 import pytest
@@ -139,3 +141,33 @@ async def test_what_an_offer_leaves_to_the_send_an_early_ship_and_what_the_broke
     await app.producer.stop()  # the batch has nowhere to go now
     await batching.ship()
     assert len(futures) == 2 and isinstance(futures[1].exception(), ProducerSendError)
+
+
+async def test_a_flush_waits_for_a_batch_still_being_handed_over_by_another_task(broker):
+    # aiokafka holds a batch back while the previous batch of its partition waits to go out;
+    # a commit's flush meanwhile must wait for it as well, or the commit covers unsent records.
+    app = await started_producer(broker)
+    futures: list[asyncio.Future] = []
+    _, batching = send_for(app, app.producer, futures.append)
+    app.producer.batching = batching  # (what delivery.install does)
+    batching.linger_s = 60.0
+    await app.producer._ensure_producer().send_and_wait(TOPIC, b"first", key=b"k")
+    os.kill(broker.process.pid, signal.SIGSTOP)
+    try:
+        assert batching.offer(TOPIC, b"k", b"0")
+        await batching.ship()  # sent: the broker does not answer
+        await asyncio.sleep(0.2)
+        assert batching.offer(TOPIC, b"k", b"1")
+        await batching.ship()  # with aiokafka, behind the one in flight
+        assert batching.offer(TOPIC, b"k", b"2")
+        batching.ship_soon()  # a task takes it: aiokafka holds it until the one before goes out
+        await asyncio.sleep(0.2)
+        assert not batching._open and len(futures) == 2, "the third batch should be half handed over"
+        flush = asyncio.ensure_future(app.producer.flush())
+        await asyncio.sleep(0.2)
+    finally:
+        os.kill(broker.process.pid, signal.SIGCONT)
+    await asyncio.wait_for(flush, 30)
+    assert len(futures) == 3 and all(future.done() and not future.exception() for future in futures)
+    assert [r.value for r in await read_all(broker, 4)] == [b"first", b"0", b"1", b"2"]
+    await app.producer.stop()
