@@ -186,7 +186,10 @@ class BatchingSend:
         task.add_done_callback(self._tasks.discard)
 
     async def _hand_over(self, batches: list[tuple[tuple[str, int], Any]]) -> None:
-        """Give each batch to aiokafka, after those given before; one refused: a failed future for ``on_batch``."""
+        """Give each batch to aiokafka, once the batches given before are with it.
+
+        A batch aiokafka refuses becomes a failed future for ``on_batch``.
+        """
         async with self._handing_over:
             for (topic, partition), batch in batches:
                 batch.close()  # ready to go: aiokafka adds nothing to it and does not linger on it
