@@ -75,7 +75,7 @@ def load_project(source: Path) -> SimpleNamespace:
     sys.path.insert(0, str(source))
     from agents.busdriver import DEFAULT_ROUTE, ROUTES
     from agents.pusher import make_record
-    from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+    from metrobus_app.brokers import EmbeddedBroker, free_port
     from metrobus_app.settings import Settings
     from tables.demo_data import account_range
     from tables.files import ReadReport, read_emails, read_whitelist

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+from metrobus_app.brokers import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FAUST = [sys.executable, "-m", "faust", "-A", "metrobus_app"]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from metrobus_app.embedded_broker import free_port
+from metrobus_app.brokers import free_port
 
 
 @pytest.fixture()

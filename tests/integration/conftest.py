@@ -1,4 +1,8 @@
-"""Integration fixtures: a fresh embedded broker per test, real worker processes, topic readers."""
+"""Integration fixtures: a fresh broker per test, real worker processes, topic readers.
+
+The broker is Tansu (the demo's embedded one) unless ``METROBUS_TEST_BROKER=kafka``: then
+Apache Kafka, a single KRaft node (``metrobus_app.brokers.kafka``). The test bodies are the same.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +21,31 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+from metrobus_app.brokers import BROKERS, EmbeddedBroker, KafkaBroker, free_port, local_broker
+
+TEST_BROKER = os.environ.get("METROBUS_TEST_BROKER", "tansu")
+if TEST_BROKER not in BROKERS:
+    raise pytest.UsageError(f"METROBUS_TEST_BROKER={TEST_BROKER!r}: use {' or '.join(BROKERS)}")
+Broker = EmbeddedBroker | KafkaBroker
 
 ROOT = Path(__file__).resolve().parents[2]
 FAUST = [sys.executable, "-m", "faust", "-A", "metrobus_app"]
 pytestmark = pytest.mark.integration
 
 
+def new_broker(*, port: int | None = None, log_path: Path | None = None) -> Broker:
+    """A broker of the kind this run tests on (METROBUS_TEST_BROKER), not yet started."""
+    return local_broker(TEST_BROKER, port=port, log_path=log_path)
+
+
+def only_on(kind: str, why: str) -> pytest.MarkDecorator:
+    """Skip a test unless the run is on broker ``kind``; ``why`` names what the other broker lacks."""
+    return pytest.mark.skipif(kind != TEST_BROKER, reason=f"on {TEST_BROKER}: {why}")
+
+
 @pytest.fixture()
-def broker(tmp_path: Path) -> Iterator[EmbeddedBroker]:
-    with EmbeddedBroker(log_path=tmp_path / "broker.log") as running:
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    with new_broker(log_path=tmp_path / "broker.log") as running:
         yield running
 
 
@@ -115,7 +134,7 @@ class Worker:
 
 @dataclass
 class WorkerFactory:
-    broker: EmbeddedBroker
+    broker: Broker
     tmp_path: Path
     started: list[Worker] = field(default_factory=list)
 
@@ -130,14 +149,14 @@ class WorkerFactory:
 
 
 @pytest.fixture()
-def workers(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[WorkerFactory]:
+def workers(broker: Broker, tmp_path: Path) -> Iterator[WorkerFactory]:
     factory = WorkerFactory(broker, tmp_path)
     yield factory
     hung = [worker.log_path for worker in factory.started if not worker.stop()]
     assert not hung, f"workers did not stop within 20 s of SIGTERM: {hung}"
 
 
-def read_topic(broker: EmbeddedBroker, topic: str, expect: int, *, timeout: float = 60, settle: float = 2.0) -> list:
+def read_topic(broker: Broker, topic: str, expect: int, *, timeout: float = 60, settle: float = 2.0) -> list:
     """Read a topic from the start, without joining a group: every record's (key, value).
 
     Waits until ``expect`` records arrived, then reads on to the end the topic has then (a
@@ -207,7 +226,7 @@ def run_0_0_x_stop(
     producer.close()
 
 
-def produce(broker: EmbeddedBroker, topic: str, values: list[tuple[bytes | None, bytes | None]]) -> None:
+def produce(broker: Broker, topic: str, values: list[tuple[bytes | None, bytes | None]]) -> None:
     """Send raw (key, value) pairs, as any Kafka client could."""
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for key, value in values:

@@ -8,9 +8,9 @@ import urllib.parse
 import pytest
 import redis
 
-from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+from metrobus_app.brokers import free_port
 
-from .conftest import Worker, bus_env, read_topic, run_cli
+from .conftest import Worker, bus_env, new_broker, read_topic, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -145,7 +145,7 @@ def test_a_restarted_worker_resumes_and_an_empty_one_loads_everything(cli, worke
 
 
 def test_worker_state_from_another_broker_is_reloaded(cli, workers, files, tmp_path):
-    with EmbeddedBroker(log_path=tmp_path / "old-broker.log") as old:
+    with new_broker(log_path=tmp_path / "old-broker.log") as old:
         warmed = run_cli(bus_env(old.url, tmp_path / "cli"), "warm", "--emails", str(files / "emails.dat"))
         assert warmed.returncode == 0
         worker = Worker(bus_env(old.url, tmp_path / "stale-data"), tmp_path / "old.log", free_port()).start()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from metrobus_app.embedded_broker import free_port
+from metrobus_app.brokers import free_port
 
 from .conftest import ROOT, bus_env, run_cli
 

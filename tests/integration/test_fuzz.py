@@ -20,9 +20,9 @@ from hypothesis import strategies as st
 from kafka import KafkaConsumer, TopicPartition
 
 from metrobus_app import Envelope
-from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+from metrobus_app.brokers import free_port
 
-from .conftest import Worker, bus_env, produce
+from .conftest import Broker, Worker, bus_env, new_broker, produce
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ bad_values = st.one_of(
 class Reader:
     """Reads the dead-letter topic and the Archive topic as they grow, by key."""
 
-    def __init__(self, broker: EmbeddedBroker) -> None:
+    def __init__(self, broker: Broker) -> None:
         self.consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False)
         partitions = []
         for topic in ("Error", "Archive"):
@@ -131,9 +131,9 @@ class Reader:
 
 
 @pytest.fixture(scope="module")
-def bus(tmp_path_factory) -> Iterator[tuple[EmbeddedBroker, Worker, Reader]]:
+def bus(tmp_path_factory) -> Iterator[tuple[Broker, Worker, Reader]]:
     tmp = tmp_path_factory.mktemp("fuzz")
-    with EmbeddedBroker(log_path=tmp / "broker.log") as broker:
+    with new_broker(log_path=tmp / "broker.log") as broker:
         env = bus_env(
             broker.url,
             tmp / "data",

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 
 from metrobus_app import Envelope
-from metrobus_app.embedded_broker import EmbeddedBroker, free_port
+from metrobus_app.brokers import free_port
 
-from .conftest import FAUST, ROOT, Worker, bus_env, produce, read_topic, run_cli
+from .conftest import FAUST, ROOT, Worker, bus_env, new_broker, produce, read_topic, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -171,7 +171,7 @@ def test_a_worker_started_before_its_broker_waits_for_it(tmp_path, workers_witho
     worker = workers_without_broker(f"kafka://127.0.0.1:{port}")
     wait_until(lambda: "does not answer" in worker.log_text(), 30, "the worker to say it waits")
     assert worker.process.poll() is None
-    with EmbeddedBroker(port=port, log_path=tmp_path / "late-broker.log") as broker:
+    with new_broker(port=port, log_path=tmp_path / "late-broker.log") as broker:
         worker.wait_ready(timeout=90)
         assert "answers after" in worker.log_text()
         produce(broker, "Log", [(b"k", arriving({"x": 1}, ["Log"]))])

