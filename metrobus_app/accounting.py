@@ -28,7 +28,7 @@ from aiokafka.structs import ConsumerRecord
 from .credentials import client_options
 from .envelope import encode_json
 from .fates import decode_fate, fate_lines, fates_topic
-from .plain_clients import plain_consumer
+from .plain_clients import partitions_of, plain_consumer
 from .safety import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_header, source_id
 from .settings import Settings
 
@@ -48,9 +48,10 @@ async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord]:
     consumer = plain_consumer(settings, "accounting", min_wait_ms=200)
     await consumer.start()
     try:
-        if topic not in await consumer.topics():
+        found = (await partitions_of(consumer, [topic])).get(topic)
+        if not found:
             return []
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        partitions = [TopicPartition(topic, p) for p in sorted(found)]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         ends = await consumer.end_offsets(partitions)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from aiokafka import AIOKafkaConsumer
 
 from .credentials import client_options
@@ -24,3 +26,14 @@ def plain_consumer(settings: Settings, purpose: str, *, min_wait_ms: int = 100) 
         max_partition_fetch_bytes=8 * 1024 * 1024,
         **client_options(settings),
     )
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> dict[str, set[int]]:
+    """The partitions of each of ``topics`` that exists now, by one metadata request for the whole cluster.
+
+    ``consumer.partitions_for_topic`` answers only for topics the consumer's own metadata tracks:
+    Apache Kafka, asked for no topic, names none (Tansu names them all), so it is no use before
+    the consumer is assigned.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return {topic: found for topic in topics if (found := cluster.partitions_for_topic(topic))}

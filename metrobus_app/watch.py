@@ -33,7 +33,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from .envelope import encode_json
 from .fates import IN_TRANSIT, FateStore, fates_topic
 from .metrics import registry
-from .plain_clients import plain_consumer
+from .plain_clients import partitions_of, plain_consumer
 from .settings import Settings
 from .stats import merge, view
 
@@ -261,12 +261,11 @@ class Watch:
 
     async def _assign(self, consumer: AIOKafkaConsumer, topics: list[str]) -> list[TopicPartition]:
         while True:
-            await consumer.topics()  # fetches the cluster's metadata
-            found = {name: consumer.partitions_for_topic(name) for name in topics}
-            if all(found.values()):
+            found = await partitions_of(consumer, topics)
+            if len(found) == len(topics):
                 break
             await asyncio.sleep(1)
-        partitions = [TopicPartition(name, p) for name in topics for p in sorted(found[name] or ())]
+        partitions = [TopicPartition(name, p) for name in topics for p in sorted(found[name])]
         consumer.assign(partitions)
         fates = [tp for tp in partitions if tp.topic == self.fates_topic_name]
         starts = await consumer.beginning_offsets(partitions)
