@@ -1,4 +1,8 @@
-"""Run the seed's demo bus on this machine: broker, data, caches, worker, pusher. Ctrl-C stops it all."""
+"""Run the seed's demo bus on this machine: broker, data, caches, worker, pusher. Ctrl-C stops it all.
+
+The broker is Tansu (embedded, in memory) unless ``--broker kafka``: then Apache Kafka, one KRaft
+node (``metrobus_app.brokers.kafka``; needs java and mvn).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +19,8 @@ from pathlib import Path
 
 import click
 
-from metrobus_app.brokers import EmbeddedBroker, free_port
+from metrobus_app.brokers import BROKERS, EmbeddedBroker, KafkaBroker, free_port, local_broker
+from metrobus_app.errors import MetrobusError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAUST = [sys.executable, "-m", "faust", "-A", "metrobus_app"]
@@ -90,10 +95,44 @@ def count_lines(path: Path) -> int:
     return sum(1 for line in path.open() if line.strip())
 
 
+def start_broker(stack: ExitStack, kind: str, port: int, log: Path) -> EmbeddedBroker | KafkaBroker:
+    """Start the demo's broker; it stops with the stack, also when a signal cuts its start short."""
+    broker = local_broker(kind, port=port, log_path=log)
+    stack.callback(broker.stop)  # before start(): a Ctrl-C while Kafka starts must stop its JVM too
+    if isinstance(broker, KafkaBroker):
+        click.echo(f"starting Apache Kafka {broker.version} (KRaft, one node)")
+    try:
+        broker.start()
+    except MetrobusError as error:
+        raise DemoError(str(error)) from None
+    except FileNotFoundError as error:  # java gone after the jars were fetched: run() cannot exec it
+        raise DemoError(f"the {kind} broker cannot start: '{error.filename}' is not on the PATH") from None
+    if isinstance(broker, KafkaBroker):
+        where = f"Apache Kafka {broker.version}, KRaft, data in {broker.folder}"
+    else:
+        where = "Tansu, in memory"
+    click.secho(f"broker ({where}) listening on {broker.bootstrap}", fg="green")
+    return broker
+
+
+def ignore_signals() -> None:
+    """Let the stack stop everything: a second Ctrl-C must not cut Kafka's shutdown short."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @click.command()
 @click.option("--rate", type=click.FloatRange(min=0.1), default=20, show_default=True, help="Records per second.")
 @click.option("--accounts", type=click.IntRange(1, 1_000_000), default=100_000, show_default=True)
 @click.option("--duration", type=click.FloatRange(min=1), default=None, help="Stop after this many seconds.")
+@click.option(
+    "--broker",
+    "broker_kind",
+    type=click.Choice(BROKERS),
+    default="tansu",
+    show_default=True,
+    help="tansu: embedded, in memory; kafka: Apache Kafka (KRaft), needs java and mvn.",
+)
 @click.option(
     "--broker-port",
     type=click.IntRange(1, 65535),
@@ -121,7 +160,14 @@ def count_lines(path: Path) -> int:
     help="Logs and worker state of this run (emptied at start).",
 )
 def main(
-    rate: float, accounts: int, duration: float | None, broker_port: int, web_port: int, data_dir: Path, state_dir: Path
+    rate: float,
+    accounts: int,
+    duration: float | None,
+    broker_kind: str,
+    broker_port: int,
+    web_port: int,
+    data_dir: Path,
+    state_dir: Path,
 ) -> None:
     """Run the demo bus: pusher -> busdriver -> AddEmail -> WhiteList -> Log."""
     # Stop cleanly on SIGTERM as on Ctrl-C, and on Ctrl-C's SIGINT also when started in the
@@ -129,14 +175,14 @@ def main(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     state = state_dir.resolve()
-    # The embedded broker keeps nothing: worker state from an earlier run would not match it.
+    # Either broker starts empty (Tansu keeps nothing, Kafka formats a new folder): worker state
+    # from an earlier run would not match it.
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     data = data_dir.resolve() / f"demo-{accounts}"
     with ExitStack() as stack:
         try:
-            broker = stack.enter_context(EmbeddedBroker(free_port(broker_port), log_path=state / "broker.log"))
-            click.secho(f"broker (Tansu, in memory) listening on {broker.bootstrap}", fg="green")
+            broker = start_broker(stack, broker_kind, free_port(broker_port), state / "broker.log")
             web_port = free_port(web_port)
             env = {k: v for k, v in os.environ.items() if not k.startswith("METROBUS_")}
             env.update(
@@ -179,6 +225,8 @@ def main(
                 click.echo(f"  {time.monotonic() - started:5.0f} s  " + summary(get_json(f"{url}stats/")["stops"]))
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM, at any point: the stack stops what started
             click.echo("\nstopping")
+        finally:
+            ignore_signals()
     click.echo("demo stopped")
 
 

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from metrobus_app import Settings
+from metrobus_app.brokers.kafka import KAFKA_VERSION, KafkaNode
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_PATH = ROOT / "docker" / "docker-compose.yml"
@@ -186,6 +187,34 @@ def test_kafka_runs_in_kraft_mode_and_has_a_health_check():
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"].startswith(f"{env['KAFKA_NODE_ID']}@")
     assert not any("ZOOKEEPER" in name for name in env)
     assert "kafka-broker-api-versions.sh" in " ".join(kafka["healthcheck"]["test"])
+
+
+def test_kafka_is_the_version_the_tests_run_on():
+    assert SERVICES["kafka"]["image"] == f"apache/kafka:{KAFKA_VERSION}"
+    assert re.search(rf"^# Apache Kafka {re.escape(KAFKA_VERSION)} \(KRaft", COMPOSE_PATH.read_text(), re.MULTILINE)
+
+
+# What the tests' single node sets that changes what the bus sees; the rest (listeners, folders,
+# the internal topics' partition counts for a quick start) belongs to where the broker runs.
+TESTED_SETTINGS = (
+    "process.roles",
+    "default.replication.factor",
+    "min.insync.replicas",
+    "offsets.topic.replication.factor",
+    "transaction.state.log.replication.factor",
+    "transaction.state.log.min.isr",
+    "group.initial.rebalance.delay.ms",
+    "num.partitions",
+)
+
+
+def test_kafka_has_the_broker_settings_the_tests_run_with():
+    node = KafkaNode(1, port=9092, controller_port=9093, folder=Path("/unused"))
+    tested = dict(line.split("=", 1) for line in node.properties("1@127.0.0.1:9093", nodes=1).splitlines())
+    env = service_env(SERVICES["kafka"])
+    compose = {name.removeprefix("KAFKA_").lower().replace("_", "."): value for name, value in env.items()}
+    for key in TESTED_SETTINGS:
+        assert compose.get(key) == tested[key], f"{key}: compose {compose.get(key)!r}, tests {tested[key]!r}"
 
 
 def test_the_topics_service_creates_every_bus_topic_with_explicit_partitions():
