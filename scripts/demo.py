@@ -105,8 +105,6 @@ def start_broker(stack: ExitStack, kind: str, port: int, log: Path) -> EmbeddedB
         broker.start()
     except MetrobusError as error:
         raise DemoError(str(error)) from None
-    except FileNotFoundError as error:  # java gone after the jars were fetched: run() cannot exec it
-        raise DemoError(f"the {kind} broker cannot start: '{error.filename}' is not on the PATH") from None
     if isinstance(broker, KafkaBroker):
         where = f"Apache Kafka {broker.version}, KRaft, data in {broker.folder}"
     else:

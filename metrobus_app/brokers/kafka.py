@@ -107,8 +107,14 @@ def kafka_jars(version: str = KAFKA_VERSION) -> Path:
 
 
 def cluster_id() -> str:
-    """A new KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A new KRaft cluster id: 16 random bytes, URL-safe base64 without padding.
+
+    Drawn again while it starts with '-', which the format tool would take for an option
+    (Kafka's own ``Uuid.randomUuid`` does the same).
+    """
+    while (drawn := base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")).startswith("-"):
+        pass
+    return drawn
 
 
 @dataclass
@@ -203,6 +209,8 @@ class KafkaBroker:
     def start(self, timeout: float = 90.0) -> KafkaBroker:
         """Format every node's folder, start them, and wait until each is in the cluster's metadata."""
         lib = kafka_jars(self.version)
+        if shutil.which("java") is None:
+            raise MetrobusError("Apache Kafka needs 'java' on the PATH (apt-get install openjdk-17-jdk)")
         voters = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in self.nodes)
         cluster = cluster_id()
         formats = []

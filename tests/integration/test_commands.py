@@ -161,7 +161,7 @@ def test_a_signal_while_kafka_starts_stops_its_jvm(tmp_path):
     [
         # The first run fetches the jars with Maven; a later one needs only java.
         ("mvn", "Error: Apache Kafka needs 'mvn' on the PATH (apt-get install maven openjdk-17-jdk)"),
-        ("java", "Error: the kafka broker cannot start: 'java' is not on the PATH"),
+        ("java", "Error: Apache Kafka needs 'java' on the PATH (apt-get install openjdk-17-jdk)"),
     ],
 )
 def test_the_demo_on_kafka_without_java_or_maven_gets_one_line(tmp_path, missing, says):

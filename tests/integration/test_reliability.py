@@ -145,6 +145,31 @@ def test_a_worker_that_leaves_and_comes_back_loses_nothing(broker, workers, tmp_
     )
 
 
+def test_a_rolling_restart_of_every_worker_under_load_loses_nothing(broker, workers, tmp_path):
+    """Each worker in turn is stopped (SIGTERM, as a deploy does) and started again while records flow."""
+    env = bus_env(broker.url, tmp_path / "cli")
+    warm_demo_caches(env, tmp_path)
+    running = [workers(name).wait_ready() for name in ("one", "two")]
+    for worker in running:
+        worker.wait_caches({"emails": 1600, "whitelist": 800})
+
+    pusher = start_push(env, 9000, rate=300)
+    wait_until(lambda: sum(received(w, "Log") for w in running) >= 300, 60, "the bus to deliver")
+    for worker in running:
+        assert worker.stop(), "a worker did not stop within 20 s of SIGTERM"
+        worker.start().wait_ready()
+        worker.wait_caches({"emails": 1600, "whitelist": 800})
+        wait_until(lambda w=worker: received(w, "busdriver") > 0, 60, "the restarted worker to take a share")
+    assert pusher.poll() is None, "the load ended before the last restart: the test proves less than it says"
+    assert pusher.wait(timeout=120) == 0
+    result = reconcile(env, wait=120)
+
+    assert result["pushed"] == 9000
+    assert result["unaccounted"] == 0, result["unaccounted_ids"][:10]
+    assert result["accounted"] == 9000
+    note("rolling_restart", {"pushed": 9000, "workers": 2, "duplicate_messages": result["duplicates"]})
+
+
 def test_a_broker_that_stops_answering_for_10_s_loses_nothing(broker, workers, tmp_path):
     env = bus_env(broker.url, tmp_path / "cli")
     worker = workers().wait_ready()  # no caches: AddEmail drops every record, a fate all the same
