@@ -1,10 +1,11 @@
 """Apache Kafka (KRaft) on this machine, for tests, benchmarks and ``./demo.sh --broker kafka``.
 
 The broker's jars come from Maven Central (``org.apache.kafka:kafka_2.13`` and its runtime,
-plus a logging backend), fetched once by Maven into ``.kafka/<version>/lib`` and reused; the
-machine's Java runs them. One node is a combined broker and controller; a cluster is that,
-``nodes`` times, with replication ``nodes`` and ``min.insync.replicas`` 2. Each run formats
-its own temporary folder, so every start is a fresh, empty cluster.
+plus a logging backend: reload4j for 3.x, log4j 2 for 4.x), fetched once by Maven into
+``.kafka/<version>/lib`` and reused; the machine's Java runs them. One node is a combined
+broker and controller; a cluster is that, ``nodes`` times, with replication ``nodes`` and
+``min.insync.replicas`` 2. Each run formats its own temporary folder, so every start is a
+fresh, empty cluster.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .ports import free_port, port_open
 KAFKA_VERSION = os.environ.get("METROBUS_KAFKA_VERSION", "3.9.1")
 # A small heap and the quick JIT start a node in a few seconds; benchmarks pass their own.
 TEST_JVM = ("-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
+# Kafka 3.x logs through reload4j (log4j 1), 4.x through log4j 2: each its backend and file.
 LOG4J = """\
 log4j.rootLogger=INFO, file
 log4j.appender.file=org.apache.log4j.FileAppender
@@ -39,6 +41,23 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 log4j.logger.kafka.request.logger=WARN
 log4j.logger.state.change.logger=WARN
 """
+LOG4J2 = """\
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = info
+rootLogger.appenderRef.file.ref = file
+logger.request.name = kafka.request.logger
+logger.request.level = warn
+logger.state.name = state.change.logger
+logger.state.level = warn
+"""
+LOGGING_JARS = {
+    3: ("org.slf4j:slf4j-reload4j:1.7.36", "ch.qos.reload4j:reload4j:1.2.25"),
+    4: ("org.apache.logging.log4j:log4j-slf4j-impl:2.24.3", "org.apache.logging.log4j:log4j-core:2.24.3"),
+}
 POM = """\
 <project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -47,12 +66,27 @@ POM = """\
   <version>1</version>
   <packaging>pom</packaging>
   <dependencies>
-    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>{version}</version></dependency>
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId><version>1.7.36</version></dependency>
-    <dependency><groupId>ch.qos.reload4j</groupId><artifactId>reload4j</artifactId><version>1.2.25</version></dependency>
+{dependencies}
   </dependencies>
 </project>
 """
+
+
+def major(version: str) -> int:
+    return int(version.split(".", 1)[0])
+
+
+def pom(version: str) -> str:
+    """The Maven project whose runtime dependencies are Kafka ``version``'s broker and a logging backend."""
+    artifacts = (f"org.apache.kafka:kafka_2.13:{version}", *LOGGING_JARS[min(major(version), 4)])
+    return POM.format(
+        dependencies="\n".join(
+            "    <dependency><groupId>{}</groupId><artifactId>{}</artifactId><version>{}</version></dependency>".format(
+                *artifact.split(":")
+            )
+            for artifact in artifacts
+        )
+    )
 
 
 def kafka_home() -> Path:
@@ -80,7 +114,7 @@ def kafka_jars(version: str = KAFKA_VERSION) -> Path:
         if (lib / ".complete").exists():
             return lib
         print(f"fetching Apache Kafka {version} from Maven Central into {lib} (once)", flush=True)
-        (folder / "pom.xml").write_text(POM.format(version=version))
+        (folder / "pom.xml").write_text(pom(version))
         partial = folder / "lib.partial"
         shutil.rmtree(partial, ignore_errors=True)
         done = subprocess.run(
@@ -204,7 +238,11 @@ class KafkaBroker:
 
     def _java(self, lib: Path, node: KafkaNode, main: str, *args: str) -> list[str]:
         log4j = node.folder / "log4j.properties"
-        return ["java", *self.jvm, f"-Dlog4j.configuration=file:{log4j}", "-cp", f"{lib}/*", main, *args]
+        if major(self.version) < 4:
+            logging = f"-Dlog4j.configuration=file:{log4j}"
+        else:
+            logging = f"-Dlog4j2.configurationFile={log4j}"
+        return ["java", *self.jvm, logging, "-cp", f"{lib}/*", main, *args]
 
     def start(self, timeout: float = 90.0) -> KafkaBroker:
         """Format every node's folder, start them, and wait until each is in the cluster's metadata."""
@@ -217,7 +255,9 @@ class KafkaBroker:
         for node in self.nodes:
             node.folder.mkdir(parents=True, exist_ok=True)
             (node.folder / "server.properties").write_text(node.properties(voters, len(self.nodes)))
-            (node.folder / "log4j.properties").write_text(LOG4J.format(log=node.log_path))
+            (node.folder / "log4j.properties").write_text(
+                (LOG4J if major(self.version) < 4 else LOG4J2).format(log=node.log_path)
+            )
             config = str(node.folder / "server.properties")
             formats.append(
                 subprocess.run(
