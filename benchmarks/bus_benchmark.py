@@ -52,7 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 RELAY = Path(__file__).resolve().parent / "raw_relay.py"
 BUS_TOPICS = ("Source", "AddEmail", "WhiteList", "Log", "Error")
-DEFAULT_FETCH_WAIT_MS = 10  # metrobus_app.settings.Settings.fetch_wait_ms, on either broker
+# The workers' own fetch wait on each broker (metrobus_app.broker_health.FETCH_WAIT_MS), for them and the relay.
+DEFAULT_FETCH_WAIT_MS = {"tansu": 10, "kafka": 500}
 BROKERS = ("tansu", "kafka")  # metrobus_app.brokers.BROKERS
 # The JVM of a measured Kafka broker: what kafka-server-start.sh and kafka-run-class.sh give a
 # broker (1 GB heap, G1). Not the tests' TEST_JVM: its C1-only JIT starts fast but runs the broker
@@ -1153,7 +1154,7 @@ def _ints(value: str) -> list[int]:
     "--fetch-wait-ms",
     type=click.IntRange(min=0),
     default=None,
-    help=f"METROBUS_FETCH_WAIT_MS of the workers (and the relay) [$METROBUS_FETCH_WAIT_MS or {DEFAULT_FETCH_WAIT_MS}].",
+    help="METROBUS_FETCH_WAIT_MS of the workers and the relay [$METROBUS_FETCH_WAIT_MS; tansu 10, kafka 500].",
 )
 @click.option(
     "--set",
@@ -1241,7 +1242,7 @@ def main(
     if warmup_seconds is None:
         warmup_seconds = KAFKA_WARMUP_SECONDS if broker_kind == "kafka" and not quick else 0
     if fetch_wait_ms is None:
-        fetch_wait_ms = int(os.environ.get("METROBUS_FETCH_WAIT_MS") or DEFAULT_FETCH_WAIT_MS)
+        fetch_wait_ms = int(os.environ.get("METROBUS_FETCH_WAIT_MS") or DEFAULT_FETCH_WAIT_MS[broker_kind])
     extra = dict(_setting(item) for item in worker_settings)
     if snapshot and source.resolve() != ROOT:
         raise click.UsageError("give --source or --snapshot, not both")

@@ -12,18 +12,22 @@ import mode.loop
 from faust.transport import by_url
 
 from .auth import WebGuard
-from .broker_health import wait_for_broker, watch_broker
+from .broker_health import BROKER_NAMES, fetch_wait_ms, wait_for_broker, watch_broker
 from .bus import Bus
 from .cache_loader import CacheLoader
 from .commands import one_line_errors
 from .credentials import broker_credentials
+from .delivery import EXACTLY_ONCE
 from .delivery import install as install_delivery
 from .errors import ConfigError
+from .kafka_compat import install_init_producer_id_v3
 from .redaction import install as install_redaction
 from .redaction import settings_secrets
 from .settings import Settings
 from .transport import Transport
 from .watch import Watch
+
+log = logging.getLogger("metrobus.app")
 
 
 class Worker(faust.Worker):
@@ -61,7 +65,11 @@ class MetrobusApp(faust.App):
     async def on_first_start(self) -> None:
         """Before Faust's clients start: wait for the broker, with backoff, saying so (broker_health.py)."""
         await super().on_first_start()
-        await wait_for_broker(self.settings)
+        self.broker_kind = await wait_for_broker(self.settings)
+        self.fetch_wait_ms = fetch_wait_ms(self.settings, self.broker_kind)
+        log.info("broker: %s; fetch wait %d ms", BROKER_NAMES[self.broker_kind], self.fetch_wait_ms)
+        if self.settings.processing_guarantee == EXACTLY_ONCE and self.broker_kind == "tansu":
+            install_init_producer_id_v3()  # Tansu refuses aiokafka's v0; Kafka takes it (kafka_compat.py)
 
     async def start_bus(self) -> None:
         """Create the bus's topics, then load and follow the caches until the worker stops."""

@@ -20,6 +20,7 @@ import time
 from typing import Any
 
 from aiokafka.client import AIOKafkaClient
+from aiokafka.protocol.metadata import MetadataRequest
 
 from .credentials import client_options
 from .settings import Settings
@@ -29,8 +30,28 @@ log = logging.getLogger("metrobus.broker")
 FIRST_DELAY_S, MAX_DELAY_S, PROBE_EVERY_S, PROBE_TIMEOUT_S = 1.0, 30.0, 5.0, 3.0
 
 
-async def _probe(settings: Settings) -> None:
-    """Raise unless the broker answers a metadata request within ``PROBE_TIMEOUT_S``."""
+TANSU_CLUSTER_ID = "tansu_cluster"  # what Tansu calls its cluster unless started with --cluster-id
+FETCH_WAIT_MS = {"tansu": 10, "kafka": 500}
+BROKER_NAMES = {"tansu": "Tansu", "kafka": "Kafka"}
+
+
+def broker_kind(cluster_id: str | None) -> str:
+    """``tansu`` for a broker that names its cluster as Tansu does by default, else ``kafka``."""
+    return "tansu" if cluster_id == TANSU_CLUSTER_ID else "kafka"
+
+
+def fetch_wait_ms(settings: Settings, kind: str) -> int:
+    """METROBUS_FETCH_WAIT_MS if set, else what suits the broker.
+
+    Tansu answers a waiting fetch only after about half the wait, so a stop waits 10 ms at most
+    there; Apache Kafka answers as soon as a record arrives, so a longer wait costs no latency
+    and spares an idle worker its empty fetches (4.0% of a core at 10 ms, 0.7% at 500 ms).
+    """
+    return settings.fetch_wait_ms or FETCH_WAIT_MS[kind]
+
+
+async def _probe(settings: Settings) -> str | None:
+    """The cluster id the broker names in a metadata answer; raise unless it answers within ``PROBE_TIMEOUT_S``."""
     client = AIOKafkaClient(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.app_id}-probe",
@@ -39,16 +60,19 @@ async def _probe(settings: Settings) -> None:
     )
     try:
         await asyncio.wait_for(client.bootstrap(), PROBE_TIMEOUT_S)
+        node = next(iter(client.cluster.brokers())).nodeId
+        answer = await asyncio.wait_for(client.send(node, MetadataRequest([])), PROBE_TIMEOUT_S)
+        return getattr(answer, "cluster_id", None)  # Metadata v2 and later carry it
     finally:
         await client.close()
 
 
-async def wait_for_broker(settings: Settings) -> None:
-    """Return once the broker answers; until then log each try and wait with backoff."""
+async def wait_for_broker(settings: Settings) -> str:
+    """Return the broker's kind (see ``broker_kind``) once it answers; until then log each try and wait with backoff."""
     delay, started, tries = FIRST_DELAY_S, time.monotonic(), 0
     while True:
         try:
-            await _probe(settings)
+            cluster_id = await _probe(settings)
         except Exception as exc:
             tries += 1
             log.warning(
@@ -63,7 +87,7 @@ async def wait_for_broker(settings: Settings) -> None:
             continue
         if tries:
             log.info("broker at %s answers after %.1f s; starting", settings.broker, time.monotonic() - started)
-        return
+        return broker_kind(cluster_id)
 
 
 async def watch_broker(app: Any) -> None:

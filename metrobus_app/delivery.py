@@ -167,10 +167,6 @@ def install(app: Any) -> DeliveryGuard:
 
     bus.sender = send
     guard.before_commit(lambda: publish_fates_before_commit(app))
-    if app.settings.processing_guarantee == EXACTLY_ONCE:
-        from .kafka_compat import install_init_producer_id_v3
-
-        install_init_producer_id_v3()
     return guard
 
 

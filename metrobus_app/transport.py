@@ -24,12 +24,13 @@ from .raw_schema import RawSchema
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
-    """Consumer thread whose worker consumer waits ``METROBUS_FETCH_WAIT_MS`` at most."""
+    """Consumer thread whose fetch waits as long as suits the broker (``broker_health.fetch_wait_ms``)."""
 
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this attribute when it builds its fetcher at start().
-        consumer._fetch_max_wait_ms = self.app.settings.fetch_wait_ms
+        app = self.app
+        consumer._fetch_max_wait_ms = getattr(app, "fetch_wait_ms", None) or app.settings.fetch_wait_ms or 10
         return consumer
 
 

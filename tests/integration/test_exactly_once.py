@@ -52,6 +52,9 @@ def test_an_exactly_once_worker_delivers_every_message_once(broker, workers, tmp
     on_log = committed_ids(broker, "Log")
     assert len(on_log) == result["delivered"] and max(on_log.values()) == 1
     assert "transactional" in worker.log_text()  # Faust started its transactional producers
+    # The worker told its broker by the cluster id and waits as suits it (InitProducerId v3 on Tansu only).
+    expected = {"tansu": "broker: Tansu; fetch wait 10 ms", "kafka": "broker: Kafka; fetch wait 500 ms"}
+    assert expected[broker.kind] in worker.log_text()
 
 
 def kill_9_in_the_middle(env, workers, pushed: int, at: int):

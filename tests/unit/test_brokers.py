@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from metrobus_app.broker_health import broker_kind, fetch_wait_ms
 from metrobus_app.brokers import EmbeddedBroker, KafkaBroker, local_broker
 from metrobus_app.brokers.kafka import KafkaNode, cluster_id, pom
 from metrobus_app.errors import ConfigError
+from metrobus_app.settings import Settings
 
 
 def properties(text: str) -> dict[str, str]:
@@ -65,3 +67,13 @@ def test_a_broker_is_chosen_by_name_and_an_unknown_name_is_one_line():
     assert not kafka.folder.exists()
     with pytest.raises(ConfigError, match=r"^unknown broker 'redpanda': use tansu or kafka$"):
         local_broker("redpanda")
+
+
+@pytest.mark.parametrize(
+    ("cluster_id", "kind", "wait"),
+    [("tansu_cluster", "tansu", 10), ("4JqYqDvlSG-e7ylo8yi7xQ", "kafka", 500), (None, "kafka", 500)],
+)
+def test_a_worker_knows_its_broker_by_the_cluster_id_and_waits_as_suits_it(cluster_id, kind, wait):
+    assert broker_kind(cluster_id) == kind
+    assert fetch_wait_ms(Settings(), kind) == wait
+    assert fetch_wait_ms(Settings(fetch_wait_ms=25), kind) == 25  # a value set wins on either broker

@@ -13,7 +13,7 @@ def test_defaults_without_environment():
     assert settings.source_topic == "Source"
     assert settings.error_topic == "Error"
     assert settings.external_stops == ()
-    assert settings.fetch_wait_ms == 10
+    assert settings.fetch_wait_ms == 0  # by broker: broker_health.fetch_wait_ms
 
 
 def test_every_setting_reads_its_variable():
