@@ -10,6 +10,7 @@ that exactly-once hides on Kafka show up; that run only proves that nothing is l
 from __future__ import annotations
 
 import json
+import random
 import signal
 from collections import Counter
 
@@ -17,8 +18,11 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 
-from .conftest import bus_env, only_on, run_cli
-from .test_reliability import note, received, reconcile, start_push, wait_until, warm_demo_caches
+from agents.pusher import make_record
+from tables.demo_data import account_range
+
+from .conftest import bus_env, only_on, produce, run_cli
+from .test_reliability import ACCOUNTS, note, received, reconcile, start_push, wait_until, warm_demo_caches
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +143,22 @@ def test_what_read_committed_readers_see_of_an_aborted_transaction(broker):
     consumer.close()
     # If Tansu ever hides aborted records, this fails: then the kill -9 proof can run on it too.
     assert values == {"kafka": [b"committed"], "tansu": [b"aborted", b"committed"]}[broker.kind]
+
+
+def test_unkeyed_source_records_are_delivered_once_by_an_exactly_once_worker(broker, workers, tmp_path):
+    """Raw records without a key (any producer may send them) are forwarded to any partition of the
+    next stop, so into another transaction than their offsets': each still arrives once."""
+    env = bus_env(broker.url, tmp_path / "cli")
+    warm_demo_caches(env, tmp_path)
+    worker = workers(**EXACTLY_ONCE).wait_ready()
+    worker.wait_caches({"emails": 1600, "whitelist": 800})
+    rng = random.Random(7)
+    accounts = account_range(ACCOUNTS)
+    records = [json.dumps(make_record(x, rng, accounts)).encode() for x in range(2000)]
+    produce(broker, "Source", [(None, value) for value in records])
+    result = reconcile(env, wait=120)
+    assert result["pushed"] == 2000 and result["unaccounted"] == 0, result["unaccounted_ids"][:10]
+    assert result["duplicates"] == 0
+    on_add_email = committed_ids(broker, "AddEmail")
+    assert len(on_add_email) == 2000 and max(on_add_email.values()) == 1
+    assert "ProducerFenced" not in worker.log_text()
