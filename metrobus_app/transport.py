@@ -17,6 +17,7 @@ import aiokafka
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from .broker_health import fetch_wait_ms
 from .delivery import TransactionManager, guard_of
 from .intake import Batch, Inbox, inbox_of
 from .producing import BatchingSend
@@ -29,8 +30,9 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
         # aiokafka reads this attribute when it builds its fetcher at start().
+        # The app knows its broker once it answered (MetrobusApp.on_first_start); a test app never asks.
         app = self.app
-        consumer._fetch_max_wait_ms = getattr(app, "fetch_wait_ms", None) or app.settings.fetch_wait_ms or 10
+        consumer._fetch_max_wait_ms = getattr(app, "fetch_wait_ms", None) or fetch_wait_ms(app.settings, "tansu")
         return consumer
 
 
