@@ -604,10 +604,19 @@ async def create_topics(bootstrap: str, partitions: int) -> None:
         errors = [(t[0], t[1]) for t in response.topic_errors if t[1] != 0]
         if errors:
             raise BenchmarkError(f"creating topics failed: {errors}")
-        for described in await admin.describe_topics(list(BUS_TOPICS)):
-            have = len(described["partitions"])
-            if have != partitions:
-                raise BenchmarkError(f"topic {described['topic']} has {have} partitions, not {partitions}")
+        # Kafka answers CreateTopics before its metadata names the new partitions' leaders.
+        deadline = time.monotonic() + 30
+        while True:
+            led = {
+                described["topic"]: sum(p["leader"] >= 0 for p in described["partitions"])
+                for described in await admin.describe_topics(list(BUS_TOPICS))
+            }
+            short = {topic: have for topic, have in led.items() if have != partitions}
+            if not short:
+                return
+            if time.monotonic() > deadline:
+                raise BenchmarkError(f"topics without {partitions} partitions with a leader after 30 s: {short}")
+            await asyncio.sleep(0.1)
     finally:
         await admin.close()
 

@@ -6,6 +6,7 @@
 - The consumer's per-record work is done per fetched batch where Faust does it per record
   (``Consumer``); its commits are gated by ``delivery.DeliveryGuard``.
 - The producer's flush hands over the bus's own batches first (``Producer``, ``producing.py``).
+- A topic it creates is waited for until every partition has a leader (``Transport``).
 """
 
 from __future__ import annotations
@@ -226,3 +227,25 @@ class Transport(faust_aiokafka.Transport):
     Consumer: ClassVar[Any] = Consumer
     Producer: ClassVar[Any] = Producer
     TransactionManager: ClassVar[Any] = TransactionManager
+
+    async def _really_create_topic(
+        self, owner: Any, client: aiokafka.AIOKafkaClient, topic: str, partitions: int, replication: int, **kwargs: Any
+    ) -> None:
+        """Faust's topic creation, then a wait until the broker names a leader for every partition.
+
+        Kafka answers CreateTopics before its metadata has the new topic's leaders. A consumer
+        that subscribed in that moment was assigned no partition of it, and aiokafka looks
+        again only after ``metadata_max_age_ms`` (5 minutes): two workers started together
+        once shared every stop topic but AddEmail, which neither consumed.
+        """
+        await super()._really_create_topic(owner, client, topic, partitions, replication, **kwargs)
+        deadline = asyncio.get_running_loop().time() + kwargs.get("timeout", 30_000) / 1000
+        while not owner.should_stop:
+            cluster = await client.fetch_all_metadata()
+            known = cluster.partitions_for_topic(topic) or set()
+            if known and cluster.available_partitions_for_topic(topic) == known:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                owner.log.warning("Topic %r has no leader for every partition yet; going on", topic)
+                return
+            await asyncio.sleep(0.1)
