@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from metrobus_app.brokers import EmbeddedBroker, free_port  # noqa: E402
-from metrobus_app.cache import Cache  # noqa: E402
+from metrobus_app.caches.cache import Cache  # noqa: E402
 
 FAUST = [sys.executable, "-m", "faust", "-A", "metrobus_app"]
 

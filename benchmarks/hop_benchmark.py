@@ -49,9 +49,9 @@ async def run(records: int, rounds: int, seed: int) -> dict[str, Any]:
     from agents.busdriver import route
     from agents.pusher import make_record
     from metrobus_app import app, bus
-    from metrobus_app.intake import Batch, _serve_batch
-    from metrobus_app.producing import BatchingSend
-    from metrobus_app.route_rules import RouteRules
+    from metrobus_app.routing.rule_set import RouteRules
+    from metrobus_app.runtime.intake import Batch, _serve_batch
+    from metrobus_app.runtime.producing import BatchingSend
     from tables import emails, whitelist
 
     app.finalize()
@@ -97,7 +97,7 @@ async def run(records: int, rounds: int, seed: int) -> dict[str, Any]:
     bus.offer = offer
     handlers = {"Source": partial(bus.handle_record, "busdriver", route)}
     handlers.update({name: partial(bus.handle, name, bus.stops[name]) for name in STOPS})
-    gc.freeze()  # as a worker does after start-up (metrobus_app/app.py)
+    gc.freeze()  # as a worker does after start-up (metrobus_app/application.py)
     gc.set_threshold(50_000, 20, 100)
 
     results = []
@@ -146,7 +146,7 @@ def main(quick: bool, records: int | None, rounds: int | None, seed: int, out: P
     """CPU microseconds of the bus's own code per source record (four hops of the demo route), no broker."""
     records = records or (2_000 if quick else 20_000)
     rounds = rounds or (2 if quick else 5)
-    from bus_benchmark import machine
+    from bus.report import machine
 
     figures = asyncio.run(run(records, rounds, seed))
     now = datetime.datetime.now(datetime.UTC)
