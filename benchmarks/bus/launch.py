@@ -27,7 +27,7 @@ from bus.processes import Process
 
 RELAY = Path(__file__).resolve().parents[1] / "raw_relay.py"
 BUS_TOPICS = ("Source", "AddEmail", "WhiteList", "Log", "Error")
-# The workers' own fetch wait on each broker (metrobus_app.broker_health.FETCH_WAIT_MS), for them and the relay.
+# The workers' own fetch wait on each broker (metrobus_app.runtime.broker_health.FETCH_WAIT_MS), for them and the relay.
 DEFAULT_FETCH_WAIT_MS = {"tansu": 10, "kafka": 500}
 BROKERS = ("tansu", "kafka")  # metrobus_app.brokers.BROKERS
 # The JVM of a measured Kafka broker: what kafka-server-start.sh and kafka-run-class.sh give a
