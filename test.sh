@@ -3,4 +3,5 @@
 source "$(dirname "$0")/scripts/bootstrap.sh"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet
 exec .venv/bin/pytest "$@"
