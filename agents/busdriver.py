@@ -1,14 +1,14 @@
 """The busdriver: the one smart stop, it reads each raw record once and stamps its route.
 
 The route comes from rules (``routes.toml`` beside this file, or the rules stored in the
-bus, which take precedence): see ``metrobus_app/route_rules.py`` and README, "Routing".
+bus, which take precedence): see ``metrobus_app/routing/rule_set.py`` and README, "Routing".
 """
 
 from pathlib import Path
 
 from metrobus_app import bus, busdriver
-from metrobus_app.route_rules import RouteRules
-from metrobus_app.rules import compile_rules, load_file
+from metrobus_app.routing.language import compile_rules, load_file
+from metrobus_app.routing.rule_set import RouteRules
 
 RULES_FILE = Path(__file__).with_name("routes.toml")
 rules = RouteRules.declare(bus, RULES_FILE)

@@ -1,32 +1,59 @@
 """metrobus: smart routing on a dumb bus, on Faust.
 
-``faust -A metrobus_app worker`` runs the app below with the stops it discovers in
-``METROBUS_MODULES`` (default: the ``agents`` package).
+``faust -A metrobus_app worker`` runs the default app, made when ``app``, ``bus``, ``stop``,
+``busdriver`` or ``settings`` is first asked for (``application.default_app``): importing
+this package or any of its modules builds nothing.
 """
 
-from .accounting_commands import register_accounting_commands
-from .app import MetrobusApp, create_app, install_event_loop
-from .bus import Bus, Outcome
-from .commands import register_commands
-from .envelope import Envelope
-from .errors import ConfigError, Drop, InvalidEnvelope, MetrobusError, UnknownStop
-from .route import Route
-from .settings import Settings
-from .web import blueprint
+from __future__ import annotations
 
-try:
-    settings = Settings.from_env()
-    install_event_loop(settings)
-except ConfigError as exc:
-    raise SystemExit(f"metrobus: {exc}") from None
-app = create_app(settings, autodiscover=settings.modules)
-bus = app.bus
-stop = bus.stop
-busdriver = bus.busdriver
+import importlib
+from typing import TYPE_CHECKING, Any
 
-register_commands(app)
-register_accounting_commands(app)
-blueprint.register(app, url_prefix="/metrobus/")
+if TYPE_CHECKING:
+    from metrobus_app.application import MetrobusApp, create_app
+    from metrobus_app.config.settings import Settings
+    from metrobus_app.core.bus import Bus
+    from metrobus_app.core.route import Route
+    from metrobus_app.errors import ConfigError, Drop, InvalidEnvelope, MetrobusError, UnknownStop
+    from metrobus_app.wire.envelope import Envelope
+    from metrobus_app.wire.outcome import Outcome
+
+    app: MetrobusApp
+    bus: Bus
+    settings: Settings
+
+_PUBLIC = {
+    "Bus": "metrobus_app.core.bus",
+    "ConfigError": "metrobus_app.errors",
+    "Drop": "metrobus_app.errors",
+    "Envelope": "metrobus_app.wire.envelope",
+    "InvalidEnvelope": "metrobus_app.errors",
+    "MetrobusApp": "metrobus_app.application",
+    "MetrobusError": "metrobus_app.errors",
+    "Outcome": "metrobus_app.wire.outcome",
+    "Route": "metrobus_app.core.route",
+    "Settings": "metrobus_app.config.settings",
+    "UnknownStop": "metrobus_app.errors",
+    "create_app": "metrobus_app.application",
+}
+_DEFAULT_APP = ("app", "bus", "busdriver", "settings", "stop")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    elif name in _DEFAULT_APP:
+        from metrobus_app.application import default_app
+
+        settings, app = default_app()
+        globals().update(settings=settings, app=app, bus=app.bus, stop=app.bus.stop, busdriver=app.bus.busdriver)
+        value = globals()[name]
+    else:
+        raise AttributeError(f"module 'metrobus_app' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "Bus",

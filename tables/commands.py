@@ -9,8 +9,8 @@ import click
 from faust.cli import AppCommand, argument, option
 
 from metrobus_app import app, settings
-from metrobus_app.cache import Cache
-from metrobus_app.warming import WarmReport, plan_removal, plan_warm, read_changelog, write_changes
+from metrobus_app.caches.cache import Cache
+from metrobus_app.caches.warming import WarmReport, plan_removal, plan_warm, read_changelog, write_changes
 
 from . import redis_source
 from .caches import emails, whitelist

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from metrobus_app.routes_web import routes_blueprint
-from metrobus_app.web import blueprint
+from metrobus_app.web.routes import routes_blueprint
+from metrobus_app.web.views import blueprint
 
 
 def blueprint_writes() -> list[tuple[str, str]]:

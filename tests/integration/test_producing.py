@@ -14,8 +14,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import DefaultPartitioner
 from faust.exceptions import ProducerSendError
 
-from metrobus_app.producing import BatchingSend, send_for
-from metrobus_app.transport import Transport
+from metrobus_app.runtime.producing import BatchingSend, send_for
+from metrobus_app.runtime.transport import Transport
 
 TOPIC = "Batched"
 

@@ -1,4 +1,4 @@
-"""The web guard (metrobus_app/auth.py): the token, what it protects, and how it answers."""
+"""The web guard (metrobus_app/security/web_guard.py): the token, what it protects, and how it answers."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import pytest
 from aiohttp import web as aioweb
 from aiohttp.test_utils import TestClient, TestServer
 
-import metrobus_app.auth as auth
+import metrobus_app.security.web_guard as web_guard
 from metrobus_app import ConfigError, Settings, app
-from metrobus_app.auth import WebGuard, admin_token, check_web_auth, refusal
+from metrobus_app.config.checks import admin_token, check_web_auth
+from metrobus_app.security.web_guard import WebGuard, refusal
 
 from ..blueprint_writes import blueprint_writes
 from .peer_server import serving
@@ -37,7 +38,7 @@ def test_the_token_is_compared_in_constant_time(monkeypatch):
         calls.append((a, b))
         return a == b
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", compare)
+    monkeypatch.setattr(web_guard.hmac, "compare_digest", compare)
     assert refusal(TOKEN, f"Bearer {TOKEN}") is None
     assert refusal(TOKEN, "Bearer wrong")[0] == 403
     assert calls == [(TOKEN.encode(), TOKEN.encode()), (b"wrong", TOKEN.encode())]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from metrobus_app.broker_health import broker_kind, fetch_wait_ms
 from metrobus_app.brokers import EmbeddedBroker, KafkaBroker, local_broker
 from metrobus_app.brokers.kafka import KafkaNode, cluster_id, pom
+from metrobus_app.config.settings import Settings
 from metrobus_app.errors import ConfigError
-from metrobus_app.settings import Settings
+from metrobus_app.runtime.broker_health import broker_kind, fetch_wait_ms
 
 
 def properties(text: str) -> dict[str, str]:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from metrobus_app import Drop, Envelope, Settings, create_app
-from metrobus_app.bus import DEAD_LETTERED, DELIVERED, DROPPED, FORWARDED, Outcome
+from metrobus_app.wire.outcome import DEAD_LETTERED, DELIVERED, DROPPED, FORWARDED, Outcome
 
 
 def envelope_bytes(route: list[str], payload: object = None, **header: object) -> bytes:

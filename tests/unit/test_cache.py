@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from metrobus_app.cache import Cache, MemoryCacheStore, RocksCacheStore
-from metrobus_app.warming import plan_removal, plan_warm
+from metrobus_app.caches.cache import Cache, MemoryCacheStore, RocksCacheStore
+from metrobus_app.caches.warming import plan_removal, plan_warm
 
 
 def test_rocks_store_applies_puts_and_deletes_and_counts_exactly(tmp_path):

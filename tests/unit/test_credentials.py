@@ -12,7 +12,7 @@ import faust
 import pytest
 
 from metrobus_app import ConfigError, Settings, create_app
-from metrobus_app.credentials import broker_credentials, client_options
+from metrobus_app.security.credentials import broker_credentials, client_options
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "s3cret-Pa55"

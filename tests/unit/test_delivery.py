@@ -9,20 +9,15 @@ from types import SimpleNamespace
 import pytest
 
 from metrobus_app import Envelope, InvalidEnvelope, Settings
-from metrobus_app.accounting import DeadLetter, choose, plan_replay, reconcile, replay_record, summary
-from metrobus_app.delivery import DeliveryGuard, check_guarantee
+from metrobus_app.config.checks import check_guarantee
+from metrobus_app.core.guards import HopLimitExceeded, check_envelope, check_hops
 from metrobus_app.errors import ConfigError
-from metrobus_app.safety import (
-    LETTER_VALUE_BYTES,
-    REPLAY_COUNT_HEADER,
-    REPLAY_ID_HEADER,
-    HopLimitExceeded,
-    arriving,
-    check_envelope,
-    check_hops,
-    letter,
-    source_id,
-)
+from metrobus_app.observe.dead_letters import DeadLetter, choose, plan_replay, replay_record, summary
+from metrobus_app.observe.reconcile import reconcile
+from metrobus_app.runtime.delivery import DeliveryGuard
+from metrobus_app.wire.envelope import arriving
+from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, source_id
+from metrobus_app.wire.letters import LETTER_VALUE_BYTES, letter
 
 SETTINGS = Settings(max_hops=4, max_route_stops=10)
 

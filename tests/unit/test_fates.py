@@ -8,8 +8,8 @@ import time
 import pytest
 
 from metrobus_app import Drop, Envelope, Settings, create_app
-from metrobus_app.bus import Outcome
-from metrobus_app.fates import FateStore, decode_fate, fate_lines, where
+from metrobus_app.observe.fates import FateStore, decode_fate, fate_lines, where
+from metrobus_app.wire.outcome import Outcome
 
 T0 = 1_800_000_000.0
 

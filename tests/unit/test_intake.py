@@ -10,7 +10,7 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.agents.agent import current_agent
 from faust.types import TP
 
-from metrobus_app.intake import Batch, Idleness, Inbox, inbox_of, serve, timestamp_ms
+from metrobus_app.runtime.intake import Batch, Idleness, Inbox, inbox_of, serve, timestamp_ms
 
 
 @pytest.fixture()

@@ -7,9 +7,9 @@ import time
 from prometheus_client.parser import text_string_to_metric_families
 
 from metrobus_app import Envelope, Settings, create_app
-from metrobus_app.bus import Outcome
-from metrobus_app.metrics import cumulative, exposition
-from metrobus_app.stats import BusStats, bucket
+from metrobus_app.observe.metrics import cumulative, exposition
+from metrobus_app.observe.stats import BusStats, bucket
+from metrobus_app.wire.outcome import Outcome
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

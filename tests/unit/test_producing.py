@@ -8,7 +8,7 @@ import faust
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from metrobus_app.producing import BatchingSend, KeyHashes, crc32_partition, send_for
+from metrobus_app.runtime.producing import BatchingSend, KeyHashes, crc32_partition, send_for
 
 
 @pytest.mark.parametrize("count", [1, 2, 3, 4, 7, 12])

@@ -1,4 +1,4 @@
-"""Secrets kept out of log records (metrobus_app/redaction.py)."""
+"""Secrets kept out of log records (metrobus_app/config/redaction.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import io
 import logging
 
 from metrobus_app import Settings, app
-from metrobus_app.redaction import RedactSecrets, install, redact, settings_secrets
+from metrobus_app.config.redaction import RedactSecrets, install, redact, settings_secrets
 from tables.redis_source import redacted
 
 SASL = "sasl-pa55word-xyz"
@@ -71,8 +71,8 @@ def test_the_app_redacts_every_record_of_every_logger_from_its_creation():
 
 
 def test_dead_letters_and_stats_do_not_carry_a_configured_secret():
-    from metrobus_app.safety import letter
-    from metrobus_app.stats import _letter
+    from metrobus_app.observe.stats import _letter
+    from metrobus_app.wire.letters import letter
 
     install([SASL])
     body = letter("AddEmail", RuntimeError(f"login as bus:{SASL} refused"), b"{}", 1.0, topic="AddEmail")

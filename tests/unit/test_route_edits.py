@@ -7,8 +7,9 @@ import json
 import pytest
 
 from metrobus_app import Envelope, Settings, UnknownStop, create_app
-from metrobus_app.bus import DEAD_LETTERED, FORWARDED, Outcome
-from metrobus_app.route import Route, fan_out, late_copies, stamp
+from metrobus_app.core.route import Route, fan_out, late_copies
+from metrobus_app.wire.outcome import DEAD_LETTERED, FORWARDED, Outcome
+from metrobus_app.wire.steps import stamp
 
 KNOWN = {"A", "B", "C", "Log", "Archive", "Review"}
 

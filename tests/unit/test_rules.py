@@ -8,8 +8,7 @@ import pytest
 
 from agents.busdriver import RULES_FILE
 from metrobus_app import Settings, create_app
-from metrobus_app.route_rules import KEY, RouteRules
-from metrobus_app.rules import (
+from metrobus_app.routing.language import (
     RuleError,
     RuleExists,
     RuleNotFound,
@@ -20,6 +19,7 @@ from metrobus_app.rules import (
     put_rule,
     remove_rule,
 )
+from metrobus_app.routing.rule_set import KEY, RouteRules
 
 STOPS = {"AddEmail", "WhiteList", "Log", "Archive", "Review"}
 

@@ -53,7 +53,7 @@ def test_a_limit_of_zero_is_refused_by_name(env):
 
 
 def test_an_unknown_event_loop_is_refused_by_name():
-    from metrobus_app.app import install_event_loop
+    from metrobus_app.application import install_event_loop
 
     with pytest.raises(ConfigError, match=r"^METROBUS_EVENT_LOOP='trio': use uvloop or asyncio$"):
         install_event_loop(Settings(event_loop="trio"))

@@ -8,8 +8,7 @@ import random
 import pytest
 
 from metrobus_app import Envelope
-from metrobus_app.bus import Outcome
-from metrobus_app.stats import (
+from metrobus_app.observe.stats import (
     DEAD_LETTERS_KEPT,
     EXCERPT_CHARS,
     FOLD_AT,
@@ -24,6 +23,7 @@ from metrobus_app.stats import (
     upper_bound,
     view,
 )
+from metrobus_app.wire.outcome import Outcome
 
 T0 = 1_800_000_000.0  # a fixed "now", on a 5 s slot boundary
 

@@ -8,7 +8,7 @@ from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from metrobus_app import Settings, create_app
-from metrobus_app.transport import Consumer
+from metrobus_app.runtime.transport import Consumer
 
 
 def test_the_offset_to_commit_is_faust_s_with_or_without_gaps():

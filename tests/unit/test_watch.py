@@ -9,10 +9,10 @@ import time
 from aiohttp import web
 
 from metrobus_app import Envelope, Settings, create_app
-from metrobus_app.bus import Outcome
-from metrobus_app.fates import fate_lines
-from metrobus_app.stats import BusStats
-from metrobus_app.watch import STALE_AFTER_S
+from metrobus_app.observe.cluster_view import STALE_AFTER_S
+from metrobus_app.observe.fates import fate_lines
+from metrobus_app.observe.stats import BusStats
+from metrobus_app.wire.outcome import Outcome
 
 from .peer_server import serving
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from metrobus_app import bus, web
-from metrobus_app.web import CacheLookupView
+from metrobus_app import bus
+from metrobus_app.web import views
+from metrobus_app.web.views import CacheLookupView
 
 
 async def test_a_lookup_in_a_cache_still_loading_waits_then_says_503(test_app, monkeypatch, tmp_path: Path):
-    monkeypatch.setattr(web, "LOOKUP_WAIT_S", 0.05)
+    monkeypatch.setattr(views, "LOOKUP_WAIT_S", 0.05)
     view = CacheLookupView(test_app, test_app.web)
     cache = bus.caches["emails"]
     assert not cache.ready.is_set()  # Faust's test mode never loads it

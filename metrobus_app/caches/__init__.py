@@ -1,0 +1,1 @@
+"""Lookup caches every worker holds whole: the cache, its loader from the changelog, warming."""

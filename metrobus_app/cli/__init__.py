@@ -1,0 +1,1 @@
+"""The command line: the bus's commands, added to Faust's own."""

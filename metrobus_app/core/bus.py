@@ -1,0 +1,386 @@
+"""Declaring stops and the busdriver, and ``forward()``: the one place a message moves on."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any
+
+import faust
+
+from metrobus_app.caches.cache import Cache
+from metrobus_app.config.settings import Settings
+from metrobus_app.core.guards import HopLimitExceeded, StopResultInvalid, check_envelope, check_hops, check_route
+from metrobus_app.core.route import RouteStop, fan_out, late_copies
+from metrobus_app.errors import Drop, InvalidEnvelope, UnknownStop
+from metrobus_app.observe.stats import BusStats
+from metrobus_app.runtime.intake import Idleness, serve_agent, timestamp_ms
+from metrobus_app.runtime.producing import too_large
+from metrobus_app.runtime.raw_schema import RawSchema
+from metrobus_app.wire.envelope import HISTORICAL_ROUTE, REPLAYS, Envelope, arriving, decode_object
+from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_header, replays_of, source_id
+from metrobus_app.wire.letters import encode_letter
+from metrobus_app.wire.letters import letter as make_letter
+from metrobus_app.wire.outcome import DEAD_LETTERED, DELIVERED, DROPPED, FORWARDED, Outcome
+from metrobus_app.wire.steps import FANOUT, stamp
+
+log = logging.getLogger("metrobus")
+
+StopFunction = Callable[[Any], Any]
+RouteFunction = Callable[[Any], "Sequence[str] | Envelope | None"]
+Sender = Callable[[str, "bytes | None", bytes], Awaitable[None]]
+Offer = Callable[[str, "bytes | None", bytes], bool]
+
+Observer = Callable[[Outcome], None]
+
+
+class Bus:
+    """The stops of one Faust app and the topics between them.
+
+    ``bus.stop("AddEmail")`` turns a function of the payload into a Faust agent on the
+    topic ``AddEmail``; ``bus.busdriver()`` turns a function of a raw record into the agent
+    that stamps routes on ``Source``. The bus never knows which stops exist until they
+    are declared.
+    """
+
+    def __init__(self, app: faust.App, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.stats = BusStats()
+        self.stops: dict[str, StopFunction] = {}
+        self.caches: dict[str, Cache] = {}
+        self.agents: dict[str, faust.types.AgentT] = {}
+        self._topics: dict[str, faust.TopicT] = {}
+        self.sender = self._send_to_topic
+        self.observers: list[Observer] = [self.stats.record]
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.idleness = Idleness()  # of this worker's stops: when all wait, the sender's open batches go
+        # Called with the route rules when a busdriver's module declares them (routing.rule_set).
+        self.rule_set_listeners: list[Callable[[Any], None]] = []
+        self._known_stops: frozenset[str] | None = None
+
+    @property
+    def sender(self) -> Sender:
+        """How a message is sent to a topic: ``await sender(topic, key, value)``."""
+        return self._sender
+
+    @sender.setter
+    def sender(self, send: Sender) -> None:
+        self._sender = send
+        self.offer: Offer | None = None  # the sender's way without a coroutine; set by the sender's owner
+
+    @property
+    def known_stops(self) -> frozenset[str]:
+        """Stops a route may name: this app's own and the configured external ones."""
+        if self._known_stops is None:
+            self._known_stops = frozenset(self.stops) | frozenset(self.settings.external_stops)
+        return self._known_stops
+
+    def topic(self, name: str) -> faust.TopicT:
+        """The topic of a stop (or Source, Error), declared with the bus's partition count."""
+        try:
+            return self._topics[name]
+        except KeyError:
+            topic = self._topics[name] = self.app.topic(
+                name,
+                schema=RawSchema(),
+                partitions=self.settings.partitions,
+                replicas=self.settings.topic_replication,
+                internal=True,
+            )
+            return topic
+
+    def cache(self, name: str, help: str = "") -> Cache:
+        """Declare a lookup cache: a str -> str table every worker holds whole (see ``caches/cache.py``)."""
+        if name in self.caches:
+            raise ValueError(f"cache {name!r} is declared twice")
+        cache = self.caches[name] = Cache(name, f"{self.settings.app_id}-{name}-changelog", help)
+        return cache
+
+    def changelog_topic(self, cache: Cache) -> faust.TopicT:
+        """The compacted, single-partition topic that holds a cache's content."""
+        return self.app.topic(
+            cache.changelog, partitions=1, compacting=True, internal=True, key_serializer="raw", value_serializer="raw"
+        )
+
+    async def caches_ready(self) -> None:
+        """Wait until every cache has caught up with its changelog."""
+        for cache in self.caches.values():
+            await cache.ready.wait()
+
+    async def declare_topics(self) -> None:
+        """Create the topics this worker may send to without consuming them."""
+        for name in (self.settings.error_topic, *sorted(self.known_stops)):
+            await self.topic(name).maybe_declare()
+        for cache in self.caches.values():
+            await self.changelog_topic(cache).maybe_declare()
+
+    def stop(self, name: str, *, concurrency: int = 1, route: bool = False) -> Callable[[StopFunction], StopFunction]:
+        """Declare a stop: ``fn(payload)`` returns the payload to go on, or None to drop it.
+
+        ``fn`` may be sync or async; it may raise ``Drop(reason)``. Any other exception
+        sends the message to the dead-letter topic. The function is returned unchanged,
+        so it can be called directly in tests. With ``route=True`` it is ``fn(payload,
+        route)``: ``route`` (``metrobus_app.core.route.Route``) can detour, skip or replace the
+        steps ahead.
+        """
+
+        def register(fn: StopFunction) -> StopFunction:
+            if name in self.stops:
+                raise ValueError(f"stop {name!r} is declared twice")
+            self._known_stops = None
+            self.stops[name] = fn
+            call = RouteStop(fn, name, lambda: self.known_stops) if route else fn
+
+            async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
+                await self.caches_ready()
+                async for outcome in serve_agent(stream, partial(self.handle, name, call), self.idleness):
+                    yield outcome
+
+            run.__name__ = run.__qualname__ = f"stop_{name}"
+            self._add_agent(name, self.topic(name), run, concurrency)
+            return fn
+
+        return register
+
+    def busdriver(self, name: str = "busdriver") -> Callable[[RouteFunction], RouteFunction]:
+        """Declare the busdriver: ``fn(record)`` returns the route (stops in travel order).
+
+        It may also return a ready ``Envelope`` or None to drop the record. Records come
+        from the source topic as plain JSON objects.
+        """
+
+        def register(fn: RouteFunction) -> RouteFunction:
+            async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
+                async for outcome in serve_agent(stream, partial(self.handle_record, name, fn), self.idleness):
+                    yield outcome
+
+            run.__name__ = run.__qualname__ = name
+            self._add_agent(name, self.topic(self.settings.source_topic), run, 1)
+            return fn
+
+        return register
+
+    def _add_agent(self, name: str, topic: faust.TopicT, run: Callable[..., Any], concurrency: int) -> None:
+        """Make ``run`` the agent of stop ``name``, unless this worker runs other stops only."""
+        if self.settings.stops and name not in self.settings.stops:
+            return
+        self.agents[name] = self.app.agent(topic, name=f"metrobus.{name}", concurrency=concurrency)(run)
+
+    async def handle(
+        self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, message: Any = None
+    ) -> Outcome:
+        """Run one message through a stop and send it on; never raises (``message``, the record, is not needed)."""
+        received_at, started = time.time(), time.perf_counter()
+        return self._observed(await self._handle(stop, fn, key, raw, received_at), received_at, started)
+
+    async def handle_record(
+        self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None, message: Any = None
+    ) -> Outcome:
+        """Stamp a route on one raw record and send it to its first stop; never raises.
+
+        ``message`` is the source record (Faust's message or aiokafka's record, as
+        ``intake.serve`` hands it over): its position gives the message id
+        (``wire.ids.source_id``), the same each time the record is read.
+        """
+        received_at, started = time.time(), time.perf_counter()
+        outcome = await self._handle_record(stop, fn, key, raw, message, received_at)
+        return self._observed(outcome, received_at, started)
+
+    def _observed(self, outcome: Outcome, received_at: float, started: float) -> Outcome:
+        outcome.received_at, outcome.elapsed = received_at, time.perf_counter() - started
+        for observe in self.observers:
+            observe(outcome)
+        return outcome
+
+    async def _send_late_copies(self, stop: str, key: bytes | None, envelope: Envelope) -> None:
+        """Send the copies a 0.0.x stop did not make (see ``late_copies``); called on arrival, before the stop runs."""
+        for copy in late_copies(envelope, stop):
+            to = copy.header[HISTORICAL_ROUTE][-1]
+            if to in self.known_stops:
+                await self.sender(to, key, copy.to_bytes())
+            else:
+                error = UnknownStop(f"fan-out names unknown stop {to!r} (known: {', '.join(sorted(self.known_stops))})")
+                await self.dead_letter(stop, key, copy.to_bytes(), error, copy)
+
+    async def _handle(
+        self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, received_at: float
+    ) -> Outcome:
+        try:
+            envelope = Envelope.from_bytes(self._check_size(raw))
+            check_envelope(envelope, self.settings)
+        except InvalidEnvelope as exc:
+            return await self.dead_letter(stop, key, raw, exc)
+        if FANOUT in envelope.header:  # a 0.0.x stop may have passed a fan-out step: copy it here
+            await self._send_late_copies(stop, key, envelope)
+        try:
+            payload = fn(envelope if isinstance(fn, RouteStop) else envelope.payload)
+            if _awaitable(payload):
+                payload = await payload
+        except Drop as drop:
+            return self._dropped(stop, drop.reason, envelope)
+        except Exception as exc:
+            log.exception("stop %s failed on message %s", stop, envelope.id)
+            return await self.dead_letter(stop, key, raw, exc, envelope)
+        if payload is None:
+            return self._dropped(stop, f"{stop} returned None", envelope)
+        original, envelope.payload = envelope.payload, payload
+        try:
+            return await self.forward(envelope, key, stop=stop, received_at=received_at)
+        except (TypeError, ValueError, RecursionError) as exc:  # the payload does not encode as JSON
+            envelope.payload = original
+            error = StopResultInvalid(f"{stop} returned a payload that is not JSON: {type(exc).__name__}: {exc}")
+            return await self.dead_letter(stop, key, raw, error, envelope)
+
+    async def _handle_record(
+        self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None, message: Any, received_at: float
+    ) -> Outcome:
+        # The message id comes from the record's place in the source topic (a replayed record
+        # keeps the id it had): a stub envelope carries it to the observers until there is one.
+        headers = getattr(message, "headers", None)
+        replayed_id = kafka_header(headers, REPLAY_ID_HEADER) if headers else None
+        if replayed_id:
+            message_id = replayed_id.decode(errors="replace")
+        elif message is not None:
+            message_id = source_id(message.topic, message.partition, message.offset, timestamp_ms(message))
+        else:
+            message_id = None
+        replays = int(kafka_header(headers, REPLAY_COUNT_HEADER) or 0) if replayed_id else 0
+        stub = Envelope({"id": message_id, REPLAYS: replays}, None) if message_id else None
+        try:
+            record = decode_object(self._check_size(raw))
+        except InvalidEnvelope as exc:
+            return await self.dead_letter(stop, key, raw, exc, stub)
+        try:
+            route = fn(record)
+            if _awaitable(route):
+                route = await route
+            if route is None:
+                return self._dropped(stop, f"{stop} gave no route", stub)
+            if isinstance(route, Envelope):
+                envelope = route
+                if message_id:
+                    envelope.header["id"] = message_id
+            else:
+                check_route(route, self.settings)
+                envelope = stamp(record, route, **({"id": message_id} if message_id else {}))  # with fan-out steps
+            if replays:  # (only a replayed record has them, and it has its id)
+                envelope.header[REPLAYS] = replays
+        except Drop as drop:
+            return self._dropped(stop, drop.reason, stub)
+        except Exception as exc:
+            log.exception("%s failed on a record", stop)
+            return await self.dead_letter(stop, key, raw, exc, stub)
+        try:
+            return await self.forward(envelope, key, stop=stop, received_at=received_at)
+        except (TypeError, ValueError, RecursionError) as exc:
+            error = StopResultInvalid(f"{stop} made an envelope that is not JSON: {type(exc).__name__}: {exc}")
+            return await self.dead_letter(stop, key, raw, error, stub)
+
+    async def forward(
+        self, envelope: Envelope, key: bytes | None, *, stop: str, received_at: float | None = None
+    ) -> Outcome:
+        """Pop the next stop off the route and send the envelope there, key unchanged.
+
+        Not Faust's ``Event.forward`` (which re-sends a raw value): this one moves an
+        envelope along its route. An empty route means ``stop`` was the last: delivered.
+        A route naming a stop the bus does not know is dead-lettered. Each forward appends
+        a hop to ``header.hops``: the stop, when it received and forwarded, and the worker.
+        """
+        next_stop = envelope.next_stop
+        if next_stop is None:
+            return Outcome(stop, DELIVERED, "", envelope)  # positional: keywords cost a dataclass 60% more
+        if next_stop not in (self._known_stops or self.known_stops):
+            error = UnknownStop(
+                f"route names unknown stop {next_stop!r} (known: {', '.join(sorted(self.known_stops))})"
+            )
+            return await self.dead_letter(stop, key, arriving(envelope), error, envelope, topic=next_stop)
+        try:
+            check_hops(envelope, self.settings)
+        except HopLimitExceeded as error:
+            return await self.dead_letter(stop, key, arriving(envelope), error, envelope, topic=next_stop)
+        if FANOUT in envelope.header:
+            copies = fan_out(envelope)
+            if len(copies) > 1:
+                return await self._fan_out(envelope, copies, key, stop=stop, received_at=received_at)
+        envelope.pop_next()
+        now = time.time()
+        envelope.add_hop(stop, received_at or now, now, self.worker_id)
+        value = envelope.to_bytes()
+        offer = self.offer
+        try:
+            if offer is None or not offer(next_stop, key, value):
+                await self._sender(next_stop, key, value)
+        except Exception as exc:
+            if not too_large(exc):
+                raise
+            return await self.dead_letter(stop, key, value, exc.__cause__ or exc, envelope, topic=next_stop)
+        return Outcome(stop, FORWARDED, next_stop, envelope)
+
+    async def _fan_out(
+        self, envelope: Envelope, copies: list[Envelope], key: bytes | None, *, stop: str, received_at: float | None
+    ) -> Outcome:
+        """Forward one copy to each stop of a fan-out step (``route.fan_out``); all or, for an unknown stop, none."""
+        names = [copy.route[-1] for copy in copies]
+        unknown = [name for name in names if name not in self.known_stops]
+        if unknown:
+            known = ", ".join(sorted(self.known_stops))
+            error = UnknownStop(f"fan-out names unknown stop {unknown[0]!r} (known: {known})")
+            value = arriving(copies[names.index(unknown[0])])
+            return await self.dead_letter(stop, key, value, error, envelope, topic=unknown[0])
+        for copy in copies:
+            outcome = await self.forward(copy, key, stop=stop, received_at=received_at)
+            if outcome.fate != FORWARDED:
+                return outcome
+        return Outcome(stop, FORWARDED, "+".join(names), envelope=envelope, copies=len(copies))
+
+    async def dead_letter(
+        self,
+        stop: str,
+        key: bytes | None,
+        raw: bytes | None,
+        error: BaseException,
+        envelope: Envelope | None = None,
+        *,
+        topic: str | None = None,
+    ) -> Outcome:
+        """Send a message the bus cannot handle to the dead-letter topic, with why.
+
+        The letter (``wire.letters.letter``) holds the value, the message id, its route, how often
+        it was replayed, and ``topic``: where ``deadletters replay`` sends it back (by default
+        the topic the failing stop reads).
+        """
+        kind = type(error).__name__
+        log.warning("dead-lettering a message at %s: %s: %s", stop, kind, error)
+        if topic is None:
+            topic = stop if stop in self.stops else self.settings.source_topic
+        replays = replays_of(envelope)
+        letter = make_letter(stop, error, raw, time.time(), topic=topic, envelope=envelope, replays=replays)
+        await self.sender(self.settings.error_topic, key, encode_letter(letter))
+        return Outcome(stop, DEAD_LETTERED, kind, envelope=envelope, message=letter["message"])
+
+    def _dropped(self, stop: str, reason: str, envelope: Envelope | None = None) -> Outcome:
+        log.debug("%s dropped a message: %s", stop, reason)
+        return Outcome(stop, DROPPED, reason, envelope)
+
+    def _check_size(self, raw: bytes | None) -> bytes | None:
+        limit = self.settings.max_message_bytes
+        if raw is not None and len(raw) > limit:
+            raise InvalidEnvelope(f"value is {len(raw)} bytes, above METROBUS_MAX_MESSAGE_BYTES={limit}")
+        return raw
+
+    async def _send_to_topic(self, topic: str, key: bytes | None, value: bytes) -> None:
+        await self.topic(topic).send(key=key, value=value)
+
+
+def _awaitable(result: Any) -> bool:
+    """Whether a stop's result must be awaited; what most stops return is known without an ABC check."""
+    return result is not None and result.__class__ not in _PLAIN and inspect.isawaitable(result)
+
+
+_PLAIN = frozenset({dict, list, str, int, float, bool})

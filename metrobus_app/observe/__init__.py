@@ -1,0 +1,1 @@
+"""Watching the bus: stats, the fates of messages, the cluster view, metrics, reconciling, dead letters."""

@@ -1,0 +1,69 @@
+"""Kafka consumers metrobus runs beside Faust's: no group, every worker (or command) reads every record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from metrobus_app.config.settings import Settings
+from metrobus_app.security.credentials import client_options
+
+
+def plain_consumer(settings: Settings, purpose: str, *, min_wait_ms: int = 100) -> AIOKafkaConsumer:
+    """A consumer outside the consumer group: no commits, from the start, big fetches, the bus's TLS/SASL.
+
+    Its fetch waits at least ``min_wait_ms``: these readers follow topics that change seldom,
+    so they need not poll as often as a stop does.
+    """
+    return AIOKafkaConsumer(
+        bootstrap_servers=settings.bootstrap_servers,
+        client_id=f"{settings.app_id}-{purpose}",
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=max(settings.fetch_wait_ms, min_wait_ms),
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        **client_options(settings),
+    )
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> dict[str, set[int]]:
+    """The partitions of each of ``topics`` that exists now, by one metadata request for the whole cluster.
+
+    ``consumer.partitions_for_topic`` answers only for topics the consumer's own metadata tracks:
+    Apache Kafka, asked for no topic, names none (Tansu names them all), so it is no use before
+    the consumer is assigned.
+    """
+    cluster = await consumer._client.fetch_all_metadata()
+    return {topic: found for topic in topics if (found := cluster.partitions_for_topic(topic))}
+
+
+async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord]:
+    """Every record of ``topic`` (all partitions, from the start; empty if there is no such topic).
+
+    The end offsets the broker reports are not trusted alone (the embedded broker's can be short
+    by a batch): reading stops at an empty fetch once every partition is past its end offset.
+    """
+    consumer = plain_consumer(settings, "accounting", min_wait_ms=200)
+    await consumer.start()
+    try:
+        found = (await partitions_of(consumer, [topic])).get(topic)
+        if not found:
+            return []
+        partitions = [TopicPartition(topic, p) for p in sorted(found)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        records: list[ConsumerRecord] = []
+        while True:
+            batches = await consumer.getmany(timeout_ms=300, max_records=50_000)
+            for batch in batches.values():
+                records.extend(batch)
+            if not batches:
+                positions = [await consumer.position(tp) for tp in partitions]
+                if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
+                    return records
+    finally:
+        await consumer.stop()

@@ -1,0 +1,188 @@
+"""What metrobus promises about delivery, and the few pieces that keep the promise.
+
+**At least once (the default).** A stop's agent acks an event once it handled it
+(``intake.serve``), that is after ``Bus.handle`` returned: by then the forward (or the dead
+letter) is in a batch of the bus (``runtime/producing.py``) or with the producer. Offsets are committed by
+``Consumer._commit_offsets``, which first flushes the producer (it waits for every pending
+batch) and then commits. So an offset is committed only after everything sent before it has
+been answered by the broker, and two things remain to be made sure here:
+
+- *a send that failed*: the flush also ends when a batch failed (after the producer's own
+  retries, ``producer_request_timeout``), and Faust only logs that. ``DeliveryGuard`` watches
+  every batch's (and send's) future; after a failure the worker commits nothing more and
+  stops, so a restart takes the messages again from the last good commit;
+- *what is queued in memory*: hooks run before every commit (``DeliveryGuard.before_commit``),
+  so for instance the fates recorded so far are sent first; the flush hands the bus's open
+  batches to the producer (``transport.Producer``) and waits for them too.
+
+**Exactly once (``METROBUS_PROCESSING_GUARANTEE=exactly_once``)** is Faust's transactional
+mode: a transactional producer per partition; the forwards and the consumed offsets of a
+partition are committed in one transaction. Faust names the transaction by the destination
+topic's partition group, which exists only for topics this app consumes; sends to other topics
+(the dead-letter topic, the fates and stats topics, external stops) go through the plain
+producer, at least once (``TransactionManager`` below).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from faust.transport.consumer import TransactionManager as FaustTransactionManager
+
+from metrobus_app.config.checks import EXACTLY_ONCE
+from metrobus_app.errors import MetrobusError
+from metrobus_app.runtime.producing import crc32_partition, send_for, too_large
+from metrobus_app.wire.topics import fates_topic
+
+log = logging.getLogger("metrobus.delivery")
+
+
+CommitHook = Callable[[], Awaitable[Any]]
+
+
+class DeliveryFailed(MetrobusError):
+    """The broker did not take a message this worker sent; nothing after it may be committed."""
+
+
+class DeliveryGuard:
+    """Knows whether every send of this worker was taken by the broker, and gates commits on it."""
+
+    def __init__(self) -> None:
+        self.failure: BaseException | None = None
+        self.hooks: list[CommitHook] = []
+        self.on_failure: Callable[[BaseException], Any] | None = None
+
+    def watch(self, future: Any) -> None:
+        """Note the outcome of one send (a future of the producer); O(1), no await."""
+        add = getattr(future, "add_done_callback", None)
+        if add is not None:
+            add(self._done)
+
+    def _done(self, future: asyncio.Future) -> None:
+        if future.cancelled():
+            self.fail(DeliveryFailed("a send was cancelled before the broker took it"))
+            return
+        exc = future.exception()
+        if exc is not None:
+            self.fail(exc)
+
+    def fail(self, exc: BaseException) -> None:
+        """Record that a send failed: from now on this worker commits nothing."""
+        if self.failure is not None:
+            return
+        self.failure = exc
+        log.critical(
+            "the broker did not take a message (%s: %s): this worker commits no more offsets and stops; "
+            "a restart takes every message since the last commit again (at least once)",
+            type(exc).__name__,
+            exc,
+        )
+        if self.on_failure is not None:
+            self.on_failure(exc)
+
+    def before_commit(self, hook: CommitHook) -> CommitHook:
+        """Run ``hook`` before every offset commit (e.g. hand queued records to the producer)."""
+        self.hooks.append(hook)
+        return hook
+
+    async def run_hooks(self) -> None:
+        for hook in self.hooks:
+            try:
+                await hook()
+            except Exception as exc:
+                # A hook that cannot hand its records over must not let the commit go on.
+                self.fail(exc)
+
+    def may_commit(self) -> bool:
+        """True unless a send failed; called after the producer's flush, right before a commit."""
+        if self.failure is None:
+            return True
+        log.error("not committing offsets: a send failed earlier (%s)", type(self.failure).__name__)
+        return False
+
+
+def guard_of(app: Any) -> DeliveryGuard | None:
+    """The guard of a metrobus app (None for other apps)."""
+    bus = getattr(app, "bus", None)
+    return getattr(bus, "delivery", None)
+
+
+def install(app: Any) -> DeliveryGuard:
+    """Give ``app.bus`` a guard: its sends are watched, and a failed one stops the worker."""
+    guard = DeliveryGuard()
+    bus = app.bus
+    bus.delivery = guard
+
+    crashing: list[asyncio.Future] = []
+
+    def crash(exc: BaseException) -> None:
+        crashing.append(asyncio.ensure_future(app.crash(DeliveryFailed(f"{type(exc).__name__}: {exc}"))))
+
+    guard.on_failure = crash
+
+    producer_send: Any = None
+
+    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+        # Straight to the producer, as ``Topic.send`` would, minus its per-message future
+        # wrapper and send sensors: at least once in batches of our own (``runtime/producing.py``,
+        # handed over whenever Faust flushes the producer, ``transport.Producer``), in
+        # exactly-once mode to Faust's transaction manager. Looked up (and started) once.
+        nonlocal producer_send
+        if producer_send is None:
+            producer = await app.maybe_start_producer()
+            producer_send, batching = send_for(app, producer, guard.watch)
+            if batching is not None:
+                # A fates record's key is used once: crc32 in C, not murmur2 in Python kept for reuse.
+                batching.partition_by[fates_topic(app.settings.app_id)] = crc32_partition
+            if hasattr(producer, "batching"):
+                producer.batching = batching
+            if batching is not None and bus.sender is send:
+                bus.offer = batching.offer  # its failures come back through this send, which the guard watches
+                bus.idleness.when_all_wait = batching.ship_soon
+        try:
+            future = await producer_send(topic, key, value)
+        except Exception as exc:
+            if not too_large(exc):  # the bus dead-letters a message too large to send; nothing else
+                guard.fail(exc)
+            raise
+        if future is not None:
+            guard.watch(future)
+
+    bus.sender = send
+    guard.before_commit(lambda: publish_fates_before_commit(app))
+    return guard
+
+
+def _in_a_partition_group(app: Any, topic: str) -> bool:
+    try:
+        app.assignor.group_for_topic(topic)
+    except KeyError:
+        return False
+    return True
+
+
+class TransactionManager(FaustTransactionManager):
+    """Faust's transaction manager, except that a topic this app does not consume is sent to outside transactions.
+
+    Faust picks the transactional producer by the destination's partition group, which only
+    consumed topics have (``KeyError`` otherwise): the dead-letter topic and the watch's
+    topics would fail in exactly-once mode.
+    """
+
+    async def send(self, topic: str, key: bytes | None, value: bytes | None, *args: Any, **kwargs: Any) -> Any:
+        if not _in_a_partition_group(self.app, topic):
+            return await self.producer.send(topic, key, value, *args, **kwargs)
+        return await super().send(topic, key, value, *args, **kwargs)
+
+
+async def publish_fates_before_commit(app: Any) -> None:
+    """Hand the fates recorded so far (``observe/cluster_view.py``) to the producer, so a commit never outruns them."""
+    watch = getattr(app, "watch", None)
+    if watch is not None:
+        await watch.publish_fates()
+        if app.settings.processing_guarantee == EXACTLY_ONCE:
+            # A transactional commit flushes only the transactions; the fates go outside them.
+            await app.producer.flush()
