@@ -145,7 +145,8 @@ class Envelope:
     @property
     def route(self) -> list[str]:
         """The stops still ahead, as a stack: the next stop is the last element."""
-        return self.header[ROUTE]
+        route: list[str] = self.header[ROUTE]
+        return route
 
     @property
     def next_stop(self) -> str | None:
@@ -161,7 +162,7 @@ class Envelope:
     def pop_next(self) -> str:
         """Take the next stop off the route and record it in the history."""
         header = self.header
-        route = header[ROUTE]
+        route: list[str] = header[ROUTE]
         if not route:
             raise IndexError("the route is empty: the message has arrived")
         stop = route.pop()

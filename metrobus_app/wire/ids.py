@@ -28,7 +28,8 @@ def kafka_header(headers: Any, name: str) -> bytes | None:
     if not headers:
         return None
     if isinstance(headers, Mapping):
-        return headers.get(name)
+        value: bytes | None = headers.get(name)
+        return value
     for key, value in headers:
         if key == name:
             return value

@@ -99,9 +99,9 @@ def _planned(steps: Sequence[Any]) -> tuple[list[str], dict[str, tuple[str, ...]
     parsed once, not for every record.
     """
     if steps.__class__ is tuple:
-        key: tuple[Any, ...] | None = steps  # type: ignore[assignment]
+        key: tuple[Any, ...] | None = steps
         try:
-            plan = _PLANS.get(key)
+            plan = _PLANS.get(steps)
         except TypeError:  # a list inside: it may change, so it is not kept
             key = plan = None
     else:
