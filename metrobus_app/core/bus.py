@@ -9,7 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import faust
 
@@ -29,10 +29,15 @@ from metrobus_app.wire.letters import letter as make_letter
 from metrobus_app.wire.outcome import DEAD_LETTERED, DELIVERED, DROPPED, FORWARDED, Outcome
 from metrobus_app.wire.steps import FANOUT, stamp
 
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
+
 log = logging.getLogger("metrobus")
 
-StopFunction = Callable[[Any], Any]
-RouteFunction = Callable[[Any], "Sequence[str] | Envelope | None"]
+StopFunction = Callable[[Any], Any]  # what runs a message: fn(payload), or a RouteStop(envelope)
+DeclaredStop = TypeVar("DeclaredStop", bound=Callable[..., Any])  # fn(payload), or fn(payload, route) with route=True
+RouteResult: TypeAlias = "Sequence[str] | Envelope | None"
+RouteFunction = Callable[[Any], "RouteResult | Awaitable[RouteResult]"]
 Sender = Callable[[str, "bytes | None", bytes], Awaitable[None]]
 Offer = Callable[[str, "bytes | None", bytes], bool]
 
@@ -52,9 +57,9 @@ class Bus:
         self.app = app
         self.settings = settings
         self.stats = BusStats()
-        self.stops: dict[str, StopFunction] = {}
+        self.stops: dict[str, Callable[..., Any]] = {}
         self.caches: dict[str, Cache] = {}
-        self.agents: dict[str, faust.types.AgentT] = {}
+        self.agents: dict[str, faust.types.AgentT[Any]] = {}
         self._topics: dict[str, faust.TopicT] = {}
         self.sender = self._send_to_topic
         self.observers: list[Observer] = [self.stats.record]
@@ -120,7 +125,7 @@ class Bus:
         for cache in self.caches.values():
             await self.changelog_topic(cache).maybe_declare()
 
-    def stop(self, name: str, *, concurrency: int = 1, route: bool = False) -> Callable[[StopFunction], StopFunction]:
+    def stop(self, name: str, *, concurrency: int = 1, route: bool = False) -> Callable[[DeclaredStop], DeclaredStop]:
         """Declare a stop: ``fn(payload)`` returns the payload to go on, or None to drop it.
 
         ``fn`` may be sync or async; it may raise ``Drop(reason)``. Any other exception
@@ -130,14 +135,14 @@ class Bus:
         steps ahead.
         """
 
-        def register(fn: StopFunction) -> StopFunction:
+        def register(fn: DeclaredStop) -> DeclaredStop:
             if name in self.stops:
                 raise ValueError(f"stop {name!r} is declared twice")
             self._known_stops = None
             self.stops[name] = fn
-            call = RouteStop(fn, name, lambda: self.known_stops) if route else fn
+            call: StopFunction = RouteStop(fn, name, lambda: self.known_stops) if route else fn
 
-            async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
+            async def run(stream: faust.StreamT[Any]) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
                 async for outcome in serve_agent(stream, partial(self.handle, name, call), self.idleness):
                     yield outcome
@@ -156,7 +161,7 @@ class Bus:
         """
 
         def register(fn: RouteFunction) -> RouteFunction:
-            async def run(stream: faust.StreamT) -> AsyncIterator[Outcome]:
+            async def run(stream: faust.StreamT[Any]) -> AsyncIterator[Outcome]:
                 async for outcome in serve_agent(stream, partial(self.handle_record, name, fn), self.idleness):
                     yield outcome
 
@@ -378,7 +383,7 @@ class Bus:
         await self.topic(topic).send(key=key, value=value)
 
 
-def _awaitable(result: Any) -> bool:
+def _awaitable(result: object) -> TypeIs[Awaitable[Any]]:
     """Whether a stop's result must be awaited; what most stops return is known without an ABC check."""
     return result is not None and result.__class__ not in _PLAIN and inspect.isawaitable(result)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from metrobus_app.errors import UnknownStop
@@ -112,7 +113,7 @@ class Route:
 
     __slots__ = ("_envelope", "_known", "_stop")
 
-    def __init__(self, envelope: Envelope, stop: str, known_stops: Callable[[], set[str]]) -> None:
+    def __init__(self, envelope: Envelope, stop: str, known_stops: Callable[[], AbstractSet[str]]) -> None:
         self._envelope = envelope
         self._stop = stop
         self._known = known_stops
@@ -194,7 +195,7 @@ class RouteStop:
 
     __slots__ = ("fn", "known_stops", "stop")
 
-    def __init__(self, fn: Callable[[Any, Route], Any], stop: str, known_stops: Callable[[], set[str]]) -> None:
+    def __init__(self, fn: Callable[[Any, Route], Any], stop: str, known_stops: Callable[[], AbstractSet[str]]) -> None:
         self.fn, self.stop, self.known_stops = fn, stop, known_stops
 
     def __call__(self, envelope: Envelope) -> Any:

@@ -48,6 +48,8 @@ from metrobus_app.routing.language import (
 from metrobus_app.wire.steps import Step
 
 if TYPE_CHECKING:
+    from faust.types import ProducerT
+
     from metrobus_app.config.settings import Settings
     from metrobus_app.core.bus import Bus
 
@@ -167,7 +169,8 @@ class RouteRules:
         """Store ``document`` (None: forget the stored rules); the changelog offset it went to."""
         app = self.bus.app
         await self.bus.changelog_topic(self.cache).maybe_declare()
-        producer = await app.maybe_start_producer()
+        # Faust's @stampede decorator is untyped, so the method's own annotation is lost.
+        producer: ProducerT = await app.maybe_start_producer()
         value = None if document is None else json.dumps(document, separators=(",", ":")).encode()
         metadata = await producer.send_and_wait(self.cache.changelog, KEY, value, 0, None, None)
         return metadata.offset
