@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from rocksdict import Options, PlainTableFactoryOptions, Rdict, SliceTransform, WriteBatch
@@ -32,7 +32,7 @@ class MemoryCacheStore:
         self.data: dict[bytes, bytes] = {}
         self.offset = -1
         self.last = 0
-        self.get = self.data.get
+        self.get: Callable[[bytes], bytes | None] = self.data.get
 
     def __len__(self) -> int:
         return len(self.data)
@@ -57,7 +57,7 @@ class RocksCacheStore:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self.db = Rdict(str(path), _point_lookup_options())
-        self.get = self.db.get
+        self.get: Callable[[bytes], bytes | None] = self.db.get
         self.offset = _unpack(self.db.get(_OFFSET), -1)
         self.last = _unpack(self.db.get(_LAST), 0)
         self._count = _unpack(self.db.get(_COUNT), 0)
@@ -133,7 +133,7 @@ class Cache:
         self.help = help
         self.ready = asyncio.Event()
         self.store: MemoryCacheStore | RocksCacheStore | None = None
-        self._get = _not_open
+        self._get: Callable[[bytes], bytes | None] = _not_open
 
     def open(self, store_url: str, data_dir: Path) -> MemoryCacheStore | RocksCacheStore:
         """Open the local store: RocksDB under ``data_dir`` unless the URL says ``memory://``."""

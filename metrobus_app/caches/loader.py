@@ -68,6 +68,7 @@ class CacheLoader:
             for tp, records in batches.items():
                 last = records[-1]
                 store = self.caches[tp.topic].store
+                assert store is not None, "_resume opened every cache"
                 store.apply(((r.key, r.value) for r in records), last.offset, fingerprint(last.key, last.value))
             caught_up = [tp for tp in waiting if tp not in batches and await consumer.position(tp) >= ends[tp]]
             for tp in caught_up:
@@ -79,6 +80,7 @@ class CacheLoader:
                 next_report += PROGRESS_EVERY
                 for tp in waiting:
                     cache = self.caches[tp.topic]
+                    assert cache.store is not None, "_resume opened every cache"
                     log.info(
                         "cache %s loading: %d entries so far, offset %d of about %d",
                         cache.name,

@@ -61,7 +61,7 @@ class FateStore:
         self.clock = clock
         self.entries: OrderedDict[str, Entry] = OrderedDict()
         # Terminal fates recorded here and not yet published; bounded like the store.
-        self.pending: deque[tuple[str, bytes]] = deque(maxlen=max(max_count, 1))
+        self.pending: deque[tuple[str, tuple[Any, ...]]] = deque(maxlen=max(max_count, 1))
         self.evicted = 0
         # Message id -> the keys of its copies' records (fan-out), so a lookup can list them.
         self.copies: dict[str, set[str]] = {}

@@ -27,7 +27,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 def cumulative(counts: Mapping[int, int]) -> list[tuple[str, float]]:
     """Our fine buckets as Prometheus ``le`` buckets (cumulative, ending with +Inf)."""
     ordered = sorted(counts.items())
-    result, seen, i = [], 0, 0
+    result: list[tuple[str, float]] = []
+    seen, i = 0, 0
     for k in PROMETHEUS_BUCKETS:
         while i < len(ordered) and ordered[i][0] <= k:
             seen += ordered[i][1]
