@@ -31,7 +31,7 @@ from pathlib import Path
 import click
 
 # The package bus/ beside this script holds the benchmark's parts; this file is only its command
-# (also when it is loaded from its path, as tests/unit/test_bus_benchmark_medians.py does).
+# (also when it is loaded from its path, as tests/unit/benchmarks/test_bus_benchmark_medians.py does).
 HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)

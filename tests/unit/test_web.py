@@ -28,3 +28,26 @@ async def test_a_lookup_in_a_cache_still_loading_waits_then_says_503(test_app, m
     finally:
         cache.ready.clear()
         cache.close()
+
+
+async def test_every_view_that_ends_in_a_slash_answers_without_it_with_a_redirect(test_app):
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from metrobus_app.web.routes import routes_blueprint
+
+    every = {"/metrobus" + route.uri for bp in (views.blueprint, routes_blueprint) for route in bp.routes}
+    slashed = sorted(path for path in every if path.endswith("/"))
+    assert {"/metrobus/", "/metrobus/stats/", "/metrobus/caches/", "/metrobus/routes/"} <= set(slashed)
+    client = TestClient(TestServer(test_app.web.web_app))  # Faust's own aiohttp application, with its middlewares
+    await client.start_server()
+    try:
+        for path in slashed:
+            moved = await client.get(path.rstrip("/") + "?local=1", allow_redirects=False)
+            assert moved.status == 308, path
+            assert moved.headers["Location"] == path + "?local=1"
+            followed = await client.get(path.rstrip("/"))
+            assert followed.status == 200 and followed.url.path == path
+        assert (await client.get("/metrobus/nothing", allow_redirects=False)).status == 404
+        assert (await client.get("/metrobus/caches/emails", allow_redirects=False)).status == 404  # no such view
+    finally:
+        await client.close()

@@ -13,8 +13,8 @@ from metrobus_app import ConfigError, Settings, app
 from metrobus_app.config.checks import admin_token, check_web_auth
 from metrobus_app.security.web_guard import WebGuard, refusal
 
-from ..blueprint_writes import blueprint_writes
-from .peer_server import serving
+from ...blueprint_writes import blueprint_writes
+from ..peer_server import serving
 
 TOKEN = "s3cret-admin-token-0123456789"
 
@@ -106,7 +106,7 @@ def test_what_is_protected():
 
 def test_the_app_puts_the_guard_in_front_of_its_whole_web_server():
     options = app.conf.web_application_options
-    assert options["middlewares"] == [app.web_guard.middleware]
+    assert options["middlewares"] == [app.web_guard.middleware, web_guard.append_slash]  # the guard first
     assert options["client_max_size"] == app.settings.web_max_body_bytes
     assert app.web_guard.middleware in app.web.web_app.middlewares  # Faust's aiohttp application itself
 
@@ -162,6 +162,28 @@ async def test_web_auth_all_protects_reads_but_the_dashboard_page():
         assert (await client.get("/metrobus/stats/", headers={"Authorization": "Bearer x"})).status == 403
         assert (await client.get("/metrobus/stats/", headers={"Authorization": f"Bearer {TOKEN}"})).status == 200
         assert (await client.get("/metrobus/")).status == 200
+    finally:
+        await client.close()
+
+
+async def test_a_path_without_its_trailing_slash_is_redirected_only_past_the_guard():
+    routes = [("GET", "/metrobus/stats/"), ("GET", "/metrobus/"), ("PUT", "/metrobus/routes/")]
+    client = await _client(WebGuard(TOKEN, "all"), routes)
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        refused = await client.get("/metrobus/stats?x=1", allow_redirects=False)
+        assert refused.status == 401 and "Location" not in refused.headers  # no token, no redirect
+        assert (await client.get("/metrobus/stats", headers={"Authorization": "Bearer x"})).status == 403
+        moved = await client.get("/metrobus/stats?x=1", headers=admin, allow_redirects=False)
+        assert moved.status == 308 and moved.headers["Location"] == "/metrobus/stats/?x=1"
+        dashboard = await client.get("/metrobus", allow_redirects=False)  # the public page: redirected for anyone
+        assert dashboard.status == 308 and dashboard.headers["Location"] == "/metrobus/"
+        write = await client.put("/metrobus/routes", allow_redirects=False)
+        assert write.status == 401  # a write is checked before it is redirected
+        write = await client.put("/metrobus/routes", headers=admin, allow_redirects=False)
+        assert write.status == 308 and write.headers["Location"] == "/metrobus/routes/"  # 308: the method is kept
+        missing = await client.get("/metrobus/nothing", headers=admin)
+        assert missing.status == 404 and await missing.json() == {"error": "Not Found"}
     finally:
         await client.close()
 

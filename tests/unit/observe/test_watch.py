@@ -14,7 +14,7 @@ from metrobus_app.observe.fates import fate_lines
 from metrobus_app.observe.stats import BusStats
 from metrobus_app.wire.outcome import Outcome
 
-from .peer_server import serving
+from ..peer_server import serving
 
 
 def record(stats: BusStats, stop: str, fate: str, detail: str = "", elapsed: float = 0.002, **kw) -> None:

@@ -14,7 +14,7 @@ import pytest
 from metrobus_app import ConfigError, Settings, create_app
 from metrobus_app.security.credentials import broker_credentials, client_options
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SECRET = "s3cret-Pa55"
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from metrobus_app import Settings
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+README = (Path(__file__).resolve().parents[3] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_readme():
@@ -19,5 +19,5 @@ def test_the_readme_gives_the_two_commands_and_the_worker():
 
 
 def test_ci_runs_the_readmes_test_command():
-    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    ci = (Path(__file__).resolve().parents[3] / ".ci" / "run").read_text()
     assert "./test.sh" in ci
