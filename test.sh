@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every check: lint, format, and the whole test suite (unit and integration).
+# Run every check: lint, format, import layers (lint-imports), types (mypy), the docs build, and the whole suite.
 source "$(dirname "$0")/scripts/bootstrap.sh"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
