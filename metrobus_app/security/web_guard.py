@@ -12,6 +12,10 @@ blueprints, Faust's own views and any view added later. No view can forget it.
   Its body may be at most ``METROBUS_WEB_MAX_BODY_BYTES`` (413 otherwise).
 - ``METROBUS_WEB_AUTH=all`` asks the same of every read too, except the dashboard page itself
   (static HTML without data; it asks for the token and sends it on the views it reads).
+- A path without the trailing slash of its view (``/metrobus/stats``) is redirected (308, method and
+  query kept) to the view (``/metrobus/stats/``) by ``append_slash``, which runs after the guard:
+  a redirect is answered only to whom the guard lets through, so it neither bypasses it nor shows
+  more than a 404 would.
 
 Every answer of the guard is JSON ``{"error": "..."}``; it never echoes the request.
 """
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web as aioweb
+from aiohttp.web_middlewares import normalize_path_middleware
 
 from metrobus_app.config.checks import ENABLE, admin_token, check_web_auth
 
@@ -35,8 +40,10 @@ log = logging.getLogger("metrobus.auth")
 
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 #: Pages anyone who reaches the port may load, whatever METROBUS_WEB_AUTH says: static, no data.
-PUBLIC_PAGES = frozenset({"/metrobus/"})
+PUBLIC_PAGES = frozenset({"/metrobus/", "/metrobus"})  # the second: only a redirect to the first
 Handler = Callable[[aioweb.Request], Awaitable[aioweb.StreamResponse]]
+#: A request no route matches, whose path with a trailing slash does: 308 to that path (aiohttp's own).
+append_slash = normalize_path_middleware(append_slash=True, merge_slashes=False)
 
 
 def refusal(token: str | None, authorization: str | None) -> tuple[int, str] | None:
@@ -70,8 +77,8 @@ class WebGuard:
         return f"WebGuard(token={'***' if self.token else None}, mode={self.mode!r})"
 
     def application_options(self) -> dict[str, Any]:
-        """Faust's ``web_application_options``: this middleware, and the body limit for aiohttp's reads."""
-        return {"middlewares": [self.middleware], "client_max_size": self.max_body_bytes}
+        """Faust's ``web_application_options``: this middleware then ``append_slash``, and aiohttp's body limit."""
+        return {"middlewares": [self.middleware, append_slash], "client_max_size": self.max_body_bytes}
 
     def protects(self, method: str, path: str) -> bool:
         """Whether a request needs the token: every write; every read too under ``all``, but the public pages."""
