@@ -76,6 +76,11 @@ def test_the_readme_shows_the_complete_stop_of_the_docs_as_it_is():
     assert f"```python\n{(EXAMPLES / 'whitelist.py').read_text()}```" in readme
 
 
+def test_the_readme_gives_the_two_commands_of_the_docs():
+    readme = (ROOT / "README.md").read_text()
+    assert f"```sh\n{(EXAMPLES / 'two_commands.sh').read_text()}```" in readme
+
+
 # --- Python -----------------------------------------------------------------------------------
 
 
