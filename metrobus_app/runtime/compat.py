@@ -61,4 +61,4 @@ class InitProducerIdRequest(Request[InitProducerIdRequest_v0 | InitProducerIdReq
 
 def install_init_producer_id_v3() -> None:
     """Make aiokafka's producers ask for their id with v3 where the broker speaks it."""
-    aiokafka_sender.InitProducerIdRequest = InitProducerIdRequest  # type: ignore[attr-defined]
+    aiokafka_sender.InitProducerIdRequest = InitProducerIdRequest

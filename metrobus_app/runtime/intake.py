@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import faust
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -29,6 +29,13 @@ from faust.agents.agent import current_agent
 from faust.types import TP, Message
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
+
+if TYPE_CHECKING:
+    from faust.agents import Agent
+    from faust.channels import Channel
+    from faust.streams import Stream
+    from faust.transport.conductor import Conductor
+    from faust.transport.consumer import Consumer
 
 # key, value, and what they came in: Faust's message for an event, aiokafka's record in a
 # batch (timestamps in seconds and in milliseconds: ``timestamp_ms``).
@@ -124,17 +131,20 @@ async def serve(
     While ``handle`` runs on a Faust event, ``faust.current_event()`` is the event; on a
     record of a ``Batch`` it is None.
     """
-    app, channel = stream.app, stream.channel
+    # Faust's abstract types (StreamT, AppT, ConductorT, ConsumerT) leave out what is read here:
+    # the concrete classes behind them, which a worker runs, have it.
+    stream = cast("Stream[Any]", stream)
+    app, channel = cast("faust.App", stream.app), cast("Channel[Any]", stream.channel)
     queue = channel.queue
-    flow_control, consumer = app.flow_control, app.consumer
-    acking_topics = app.topics._acking_topics
+    flow_control, consumer = app.flow_control, cast("Consumer", app.consumer)
+    acking_topics = cast("Conductor", app.topics)._acking_topics
     unacked = consumer._unacked_messages
     set_current_event = stream._set_current_event
     since_yield = 0
     started_here = await stream.maybe_start()
     inbox = getattr(channel, "metrobus_inbox", None)
     if inbox is None:
-        inbox = channel.metrobus_inbox = Inbox(app, queue)
+        inbox = channel.metrobus_inbox = Inbox(app, queue)  # type: ignore[attr-defined]  # ours, on Faust's channel
     inbox.readers += 1
     if idleness is None:
         idleness = Idleness()
@@ -253,7 +263,7 @@ async def serve_agent(stream: faust.StreamT, handle: Handler, idleness: Idleness
     for values nobody reads, so the results go to the sinks (Faust's test context adds one
     for ``agent.results``) from here, and only when the agent has sinks when it starts.
     """
-    agent = current_agent()
+    agent = cast("Agent | None", current_agent())  # the concrete agent: AgentT has no sinks
     to_sinks = agent._delegate_to_sinks if agent is not None and agent._sinks else None
     await serve(stream, handle, on_result=to_sinks, idleness=idleness)
     return

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import aiokafka
 from faust.transport.consumer import CONSUMER_FETCHING
@@ -24,6 +24,10 @@ from metrobus_app.runtime.intake import Batch, Inbox, inbox_of
 from metrobus_app.runtime.producing import BatchingSend
 from metrobus_app.runtime.raw_schema import RawSchema
 
+if TYPE_CHECKING:
+    # What ``app.topics`` is in a worker: Faust's ConductorT leaves out the internals read here.
+    from faust.transport.conductor import Conductor
+
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """Consumer thread whose fetch waits as long as suits the broker (``broker_health.fetch_wait_ms``)."""
@@ -33,7 +37,8 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # aiokafka reads this attribute when it builds its fetcher at start().
         # The app knows its broker once it answered (MetrobusApp.on_first_start); a test app never asks.
         app = self.app
-        consumer._fetch_max_wait_ms = getattr(app, "fetch_wait_ms", None) or fetch_wait_ms(app.settings, "tansu")
+        settings = app.settings  # type: ignore[attr-defined]  # MetrobusApp's; Faust's AppT has none
+        consumer._fetch_max_wait_ms = getattr(app, "fetch_wait_ms", None) or fetch_wait_ms(settings, "tansu")
         return consumer
 
 
@@ -105,7 +110,7 @@ class Consumer(faust_aiokafka.Consumer):
                 self.log.warning(f"exception performing seek when flow not active {exc}")
             return {}, []
         track, buffered = self.app.monitor.track_tp_end_offset, self._buffered_partitions
-        changing = self.app.topics._tp_to_callback_lock.locked()
+        changing = cast("Conductor", self.app.topics)._tp_to_callback_lock.locked()
         batches, rest = {}, {}
         for tp, taken in records.items():
             if active_partitions is None or tp in active_partitions or tp in buffered:
@@ -144,7 +149,7 @@ class Consumer(faust_aiokafka.Consumer):
             await inbox.put(Batch(tp, records, generation))
             read_offsets[tp] = records[-1].offset
         on_message = self.callback
-        conductor = self.app.topics
+        conductor = cast("Conductor", self.app.topics)
         changing, callbacks = conductor._tp_to_callback_lock.locked, conductor._tp_to_callback
         acks_enabled_for = conductor.acks_enabled_for
         for n, (tp, message) in enumerate(messages, 1):
@@ -185,7 +190,7 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _inbox(self, tp: Any) -> Inbox | None:
         """The inbox of the partition's only reader, if that is an agent served by ``intake.serve`` on raw bytes."""
-        channels = self.app.topics._tp_index.get(tp)
+        channels = cast("Conductor", self.app.topics)._tp_index.get(tp)
         if not channels or len(channels) != 1 or not self.app.topics.acks_enabled_for(tp.topic):
             return None
         (channel,) = channels
