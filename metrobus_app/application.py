@@ -5,7 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 import os
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
 import faust
 import mode.loop
@@ -47,6 +48,14 @@ class Worker(faust.Worker):
     def _setup_spinner_handler(self, logger: logging.Logger, level: int) -> None:
         return None
 
+    def execute_from_commandline(self) -> NoReturn:
+        """Make the data dir before anything starts; one line and exit 1 when it cannot be made."""
+        try:
+            prepare_data_dir(self.workdir / self.app.conf.datadir)  # relative to --workdir, as Faust's is
+        except ConfigError as exc:
+            raise SystemExit(f"metrobus: {exc}") from None
+        super().execute_from_commandline()
+
 
 class MetrobusApp(faust.App):
     """A Faust app that knows its metrobus settings and uses the metrobus transport."""
@@ -73,6 +82,11 @@ class MetrobusApp(faust.App):
         register_routes_command(self, rules)
         routes_blueprint.register(self, url_prefix="/metrobus/")
 
+    def _create_directories(self) -> None:
+        """Faust's own (data, app and table dirs), but the data dir's missing parents made too."""
+        prepare_data_dir(self.conf.datadir)
+        super()._create_directories()
+
     async def on_first_start(self) -> None:
         """Before Faust's clients start: wait for the broker, with backoff, saying so (runtime/broker_health.py)."""
         await super().on_first_start()
@@ -97,6 +111,15 @@ class MetrobusApp(faust.App):
         url = self.conf.broker_consumer[0]
         cls = Transport if by_url(url) is Transport.__mro__[1] else by_url(url)
         return cls(self.conf.broker_consumer, self)
+
+
+def prepare_data_dir(path: Path) -> None:
+    """Create the worker's data dir (``METROBUS_DATA_DIR``), parents included; a ``ConfigError`` if it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ConfigError(f"METROBUS_DATA_DIR={str(path)!r} cannot be created: {why}") from None
 
 
 EVENT_LOOPS = ("uvloop", "asyncio")
