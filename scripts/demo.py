@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -59,19 +60,52 @@ def get_json(url: str) -> dict:
         return json.load(response)
 
 
+class CacheProgress:
+    """How far the caches have loaded: one updating line on a terminal; elsewhere (a log, a pipe) a line
+    each time another 10 % has loaded or 5 s have passed, and a last one when done."""
+
+    STEP, EVERY_S = 0.10, 5.0
+
+    def __init__(
+        self, want: dict[str, int], tty: bool | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.want, self.clock = want, clock
+        self.tty = click.get_text_stream("stdout").isatty() if tty is None else tty
+        self.shown: tuple[float, float] | None = None  # (share, when) of the last line printed
+
+    def line(self, have: dict[str, int]) -> str:
+        return f"  caches: {have}, want {self.want}"
+
+    def show(self, have: dict[str, int]) -> None:
+        if self.tty:
+            click.echo(f"\r{self.line(have)}   ", nl=False)
+            return
+        share, now = sum(have.values()) / max(sum(self.want.values()), 1), self.clock()
+        if self.shown is None or share >= self.shown[0] + self.STEP or now >= self.shown[1] + self.EVERY_S:
+            click.echo(f"{self.line(have)} ({share:.0%})")
+            self.shown = (share, now)
+
+    def done(self, have: dict[str, int]) -> None:
+        if self.tty:
+            click.echo(f"\r{self.line(have)}   ")  # the updating line, finished
+        else:
+            click.echo(f"{self.line(have)}: loaded")
+
+
 def wait_for_caches(worker: subprocess.Popen[bytes], url: str, log: Path, want: dict[str, int]) -> None:
     """Wait until the worker serves its web port and holds every cache entry that was warmed."""
     deadline = time.monotonic() + 180
+    progress = CacheProgress(want)
     while True:
         if worker.poll() is not None:
             raise DemoError(f"the worker stopped (exit code {worker.returncode}); see {log}")
         try:
             caches = get_json(f"{url}caches/")
             have = {name: info["entries"] for name, info in caches.items()}
-            click.echo(f"\r  caches: {have}, want {want}   ", nl=False)
             if have == want and all(info["ready"] for info in caches.values()):
-                click.echo()
+                progress.done(have)
                 return
+            progress.show(have)
         except OSError:
             pass
         if time.monotonic() > deadline:
