@@ -106,6 +106,7 @@ class Watch:
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """What this worker publishes: its counters, who it is, and when."""
         now = time.time() if now is None else now
+        self.bus.stats.declare(self.bus.agents)  # the stops this worker runs, at zero before their first message
         return {
             "worker": self.worker_id,
             "url": self.url,
@@ -124,6 +125,7 @@ class Watch:
             "worker_id": self.worker_id,
             "time": now,
             **view(local),
+            "external_stops": sorted(self.settings.external_stops),
             "fates": {"kept": len(self.fates), "max": self.fates.max_count, "ttl_s": self.fates.ttl_s},
             "cluster": self.cluster(local, now),
         }
@@ -137,7 +139,7 @@ class Watch:
     def cluster(self, local: dict[str, Any], now: float) -> dict[str, Any]:
         """The totals of every worker heard from lately, and each worker's share of them."""
         members = self.members(local, now)
-        merged = merge(members.values())
+        merged = merge(members.values(), self.declared_stops())
         totals = {name: stop["received"] for name, stop in merged["stops"].items()}
         everything = sum(totals.values())
         workers = {}
@@ -154,6 +156,10 @@ class Watch:
                 "stops": {name: {"received": n, "share": _share(n, totals[name])} for name, n in received.items()},
             }
         return {**view(merged), "workers": workers}
+
+    def declared_stops(self) -> set[str]:
+        """Every stop of the bus, run here or not (the busdriver too), and the external ones of the settings."""
+        return {*self.bus.stops, *self.bus.agents, *self.settings.external_stops}
 
     async def find(self, message_id: str) -> dict[str, Any] | None:
         """A message's fate: from this worker's store, else (or when here it is only in transit) from the others'."""
@@ -183,6 +189,7 @@ class Watch:
 
     async def run(self) -> None:
         """Publish and read the stats and fates topics until the worker stops."""
+        self.bus.stats.declare(self.bus.agents)  # in the metrics too from the start
         topics = [self.stats_topic_name] + ([self.fates_topic_name] if self.settings.fates_max > 0 else [])
         for name in topics:
             await self.topic(name).maybe_declare()

@@ -205,6 +205,12 @@ class BusStats:
         self.e2e_recent = Window()
         self.dead_letters: deque[tuple[Any, ...]] = deque(maxlen=DEAD_LETTERS_KEPT)
 
+    def declare(self, stops: Iterable[str]) -> None:
+        """List these stops from the start, at zero, before their first message."""
+        for stop in stops:
+            if stop not in self.stops:
+                self.stops[stop] = StopStats()
+
     def __getitem__(self, stop: str) -> StopStats:
         """The stats of ``stop``, every outcome recorded so far counted."""
         stats = self.stops.get(stop)
@@ -289,9 +295,12 @@ def _excerpt(payload: Any) -> str:
 # --- merging and viewing snapshots ------------------------------------------------------
 
 
-def merge(snapshots: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Add up several workers' snapshots: counters, buckets and rates add; dead letters interleave."""
-    stops: dict[str, dict[str, Any]] = {}
+def merge(snapshots: Iterable[Mapping[str, Any]], declared: Iterable[str] = ()) -> dict[str, Any]:
+    """Add up several workers' snapshots: counters, buckets and rates add; dead letters interleave.
+
+    The ``declared`` stops are there too, at zero when no snapshot has them.
+    """
+    stops: dict[str, dict[str, Any]] = {name: _empty_stop() for name in declared}
     e2e: Counter[str] = Counter()
     e2e_recent: Counter[str] = Counter()
     e2e_sum, e2e_recent_count = 0.0, 0
