@@ -128,7 +128,7 @@ EVENT_LOOPS = ("uvloop", "asyncio")
 def install_event_loop(settings: Settings) -> None:
     """Run on uvloop unless ``METROBUS_EVENT_LOOP=asyncio`` or Faust's own ``-L``/``FAUST_LOOP`` chose.
 
-    Called when ``metrobus_app`` is imported, before ``faust worker`` makes its event loop (and
+    Called when the default app is made, before ``faust worker`` makes its event loop (and
     its consumer thread makes one of its own). A stop spends a good part of its time in the
     event loop (callbacks, socket reads and writes): uvloop did the same burst with 22% more
     records a second and 14% less CPU per record (benchmarks/bus_benchmark.py, two runs each:
