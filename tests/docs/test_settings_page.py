@@ -49,10 +49,3 @@ def test_other_pages_are_left_as_they_are_and_a_lost_marker_fails_the_build():
     )
     with pytest.raises(RuntimeError, match="marker"):
         settings_table.on_page_markdown("# Settings\n", page("settings.md"), None, None)
-
-
-def test_the_readmes_settings_at_a_glance_give_every_setting_with_the_default_of_the_docs():
-    settings_table = hook()
-    readme = (DOCS.parent / "README.md").read_text()
-    for field in dataclasses.fields(Settings):
-        assert f"| `{field.metadata['env']}` | {settings_table.format_default(field.default)} |\n" in readme
