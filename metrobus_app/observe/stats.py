@@ -25,6 +25,17 @@ from operator import floordiv
 from typing import TYPE_CHECKING, Any
 
 from metrobus_app.config.redaction import redact_known
+from metrobus_app.wire.outcome import (
+    COMPENSATED,
+    COMPENSATING,
+    COMPENSATION_FAILED,
+    DEAD_LETTERED,
+    DELIVERED,
+    DROPPED,
+    EXPIRED,
+    FORWARDED,
+    RETRYING,
+)
 
 if TYPE_CHECKING:
     from metrobus_app.wire.outcome import Outcome
@@ -36,6 +47,22 @@ FOLD_AT = 4096  # outcomes a stop's stats keep before counting them
 WINDOW_S = SLOT_S * SLOTS
 DEAD_LETTERS_KEPT = 20
 EXCERPT_CHARS = 300
+IN_PLACE = "in place"  # the detail of a retry at the stop itself; any other detail names a delay topic
+#: Counters of a stop by detail (next stop, reason, error, where retried), as the snapshot names them.
+COUNTED_BY = {
+    FORWARDED: "forwarded",
+    DROPPED: "dropped",
+    DEAD_LETTERED: "dead_lettered",
+    RETRYING: "retried",
+    COMPENSATING: "compensating",
+    COMPENSATED: "compensated",
+    COMPENSATION_FAILED: "compensation_failed",
+    EXPIRED: "expired",
+}
+COUNTERS = tuple(COUNTED_BY.values())
+RECOVERY_COUNTERS = ("retried", "compensating", "compensated", "compensation_failed", "expired")
+#: The ends that also dead-letter the message (listed with the latest dead letters).
+DEAD_LETTER_FATES = (DEAD_LETTERED, COMPENSATED, COMPENSATION_FAILED, EXPIRED)
 
 
 def upper_bound(k: int) -> float:
@@ -136,6 +163,12 @@ class Window:
 class StopStats:
     """Counters of one stop; ``forwarded`` counts by the stop sent to.
 
+    ``received`` counts every outcome, so a message tried three times here counts three.
+    Recovery: ``retried`` counts failed attempts tried again, by where (``"in place"`` or
+    the delay topic); ``compensating`` failures for good that started undoing the stops
+    done, by error; ``compensated``, ``compensation_failed`` and ``expired`` the ends, by
+    detail (the original error, ``CompensationFailed``, ``DeadlinePassed``).
+
     Recording an outcome appends it to ``pending``; ``fold`` counts what is pending, mostly
     in C (``map``, ``Counter``), before anything is read and whenever ``FOLD_AT`` are pending:
     counting each outcome as it came took about 13,000 instructions (benchmarks/README.md).
@@ -146,6 +179,11 @@ class StopStats:
     forwarded: Counter[str] = field(default_factory=Counter)
     dropped: Counter[str] = field(default_factory=Counter)
     dead_lettered: Counter[str] = field(default_factory=Counter)
+    retried: Counter[str] = field(default_factory=Counter)
+    compensating: Counter[str] = field(default_factory=Counter)
+    compensated: Counter[str] = field(default_factory=Counter)
+    compensation_failed: Counter[str] = field(default_factory=Counter)
+    expired: Counter[str] = field(default_factory=Counter)
     processing: Histogram = field(default_factory=Histogram)
     recent: Window = field(default_factory=Window)
     pending: list[tuple[float, float, str, str]] = field(default_factory=list, repr=False, compare=False)
@@ -164,14 +202,11 @@ class StopStats:
         for (number, index), n in sorted(slots.items()):
             self.recent.add(number * SLOT_S, MIN_BUCKET + index, n)
         for (fate, detail), n in Counter(zip(fates, details, strict=True)).items():
-            if fate == "forwarded":
-                self.forwarded[detail] += n
-            elif fate == "delivered":
+            if fate == DELIVERED:
                 self.delivered += n
-            elif fate == "dropped":
-                self.dropped[detail] += n
-            else:
-                self.dead_lettered[detail] += n
+            else:  # a fate unknown here is counted as dead-lettered, as it was before recovery's fates
+                counter: Counter[str] = getattr(self, COUNTED_BY.get(fate, "dead_lettered"))
+                counter[detail] += n
 
     def snapshot(self, now: float, started: float) -> dict[str, Any]:
         """Mergeable JSON: counters, processing-time buckets, and the last minute's."""
@@ -180,9 +215,7 @@ class StopStats:
         return {
             "received": self.received,
             "delivered": self.delivered,
-            "forwarded": dict(self.forwarded),
-            "dropped": dict(self.dropped),
-            "dead_lettered": dict(self.dead_lettered),
+            **{key: dict(getattr(self, key)) for key in COUNTERS},
             "processing": _buckets(self.processing.counts),
             "processing_sum": self.processing.total,
             "recent": {"count": n, "rate": n / Window.seconds(now, started), "processing": _buckets(counts)},
@@ -233,7 +266,7 @@ class BusStats:
             if isinstance(stamped, (int, float)):
                 latency = max(done - stamped, 0.0)
                 self.e2e_recent.add(done, self.e2e.add(latency))
-        elif fate == "dead_lettered":
+        elif fate in DEAD_LETTER_FATES:
             # The payload stays a reference here; it is cut to an excerpt only when someone looks.
             envelope = outcome.envelope
             self.dead_letters.append(
@@ -244,6 +277,7 @@ class BusStats:
                     outcome.message,
                     envelope.id if envelope is not None else None,
                     envelope.payload if envelope is not None else None,
+                    fate,
                 )
             )
 
@@ -273,10 +307,13 @@ def _buckets(counts: Mapping[int, int]) -> dict[str, int]:
     return {str(k): n for k, n in counts.items() if n}
 
 
-def _letter(time_: float, stop: str, error: str, message: str, id_: str | None, payload: Any) -> dict[str, Any]:
+def _letter(
+    time_: float, stop: str, error: str, message: str, id_: str | None, payload: Any, fate: str
+) -> dict[str, Any]:
     return {
         "time": time_,
         "stop": stop,
+        "fate": fate,
         "error": error,
         "message": redact_known(message)[:EXCERPT_CHARS],
         "id": id_,
@@ -310,8 +347,8 @@ def merge(snapshots: Iterable[Mapping[str, Any]], declared: Iterable[str] = ()) 
             into = stops.setdefault(name, _empty_stop())
             for key in ("received", "delivered", "processing_sum"):
                 into[key] += stop.get(key, 0)
-            for key in ("forwarded", "dropped", "dead_lettered", "processing"):
-                into[key].update(stop.get(key, {}))
+            for key in (*COUNTERS, "processing"):
+                into[key].update(stop.get(key, {}))  # a worker of an older version has no recovery counters
             recent = stop.get("recent", {})
             into["recent"]["count"] += recent.get("count", 0)
             into["recent"]["rate"] += recent.get("rate", 0.0)
@@ -335,9 +372,7 @@ def _empty_stop() -> dict[str, Any]:
     return {
         "received": 0,
         "delivered": 0,
-        "forwarded": Counter(),
-        "dropped": Counter(),
-        "dead_lettered": Counter(),
+        **{key: Counter() for key in COUNTERS},
         "processing": Counter(),
         "processing_sum": 0.0,
         "recent": {"count": 0, "rate": 0.0, "processing": Counter()},
@@ -367,8 +402,9 @@ def latency(counts: Mapping[str, int]) -> dict[str, Any]:
 
 
 def stop_view(stop: Mapping[str, Any]) -> dict[str, Any]:
-    """One stop's snapshot as the stats view shows it."""
+    """One stop's snapshot as the stats view shows it: each counter's total, and by detail."""
     forwarded, dropped, dead = stop["forwarded"], stop["dropped"], stop["dead_lettered"]
+    recovery = {key: dict(stop.get(key, {})) for key in RECOVERY_COUNTERS}
     return {
         "received": stop["received"],
         "forwarded": sum(forwarded.values()),
@@ -378,19 +414,57 @@ def stop_view(stop: Mapping[str, Any]) -> dict[str, Any]:
         "dropped_by_reason": dict(dropped),
         "dead_lettered": sum(dead.values()),
         "dead_lettered_by_error": dict(dead),
+        "retried": sum(recovery["retried"].values()),
+        "retried_by_where": recovery["retried"],
+        "compensating": sum(recovery["compensating"].values()),
+        "compensating_by_error": recovery["compensating"],
+        "compensated": sum(recovery["compensated"].values()),
+        "compensated_by_error": recovery["compensated"],
+        "compensation_failed": sum(recovery["compensation_failed"].values()),
+        "compensation_failed_by_error": recovery["compensation_failed"],
+        "expired": sum(recovery["expired"].values()),
+        "expired_by_reason": recovery["expired"],
         "rate_per_s": round(stop["recent"]["rate"], 3),
         "processing_ms": latency(stop["processing"]),
         "processing_ms_last_minute": latency(stop["recent"]["processing"]),
     }
 
 
+def waiting_to_retry(stops: Mapping[str, Mapping[str, Any]]) -> dict[str, int]:
+    """Messages waiting in each delay topic, from the stops' views: sent there minus sent back.
+
+    Sent there: the retries of every stop whose ``retried_by_where`` names the topic; sent
+    back: what the topic's delay agent (a stop named like the topic) forwarded. A topic's
+    figure is never below 0 (workers' snapshots are taken at slightly different times).
+    """
+    sent: Counter[str] = Counter()
+    for stop in stops.values():
+        for where, n in stop.get("retried_by_where", {}).items():
+            if where != IN_PLACE:
+                sent[where] += n
+    return {
+        topic: max(n - (stops[topic]["forwarded"] if topic in stops else 0), 0) for topic, n in sorted(sent.items())
+    }
+
+
 def view(snapshot: Mapping[str, Any]) -> dict[str, Any]:
     """A snapshot (one worker's, or merged) as the stats view shows it: stops, bus, dead letters."""
     stops = {name: stop_view(stop) for name, stop in sorted(snapshot.get("stops", {}).items())}
+    waiting = waiting_to_retry(stops)
+
+    def total(key: str) -> int:
+        return sum(stop[key] for stop in stops.values())
+
     return {
         "stops": stops,
         "bus": {
-            "delivered": sum(stop["delivered"] for stop in stops.values()),
+            "delivered": total("delivered"),
+            "retried": total("retried"),
+            "waiting_to_retry": sum(waiting.values()),
+            "waiting_by_delay_topic": waiting,
+            "compensated": total("compensated"),
+            "compensation_failed": total("compensation_failed"),
+            "expired": total("expired"),
             "e2e_ms": latency(snapshot.get("e2e", {})),
             "e2e_ms_last_minute": latency(snapshot.get("e2e_recent", {}).get("processing", {})),
         },

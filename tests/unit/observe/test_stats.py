@@ -26,6 +26,14 @@ from metrobus_app.observe.stats import (
 from metrobus_app.wire.outcome import Outcome
 
 T0 = 1_800_000_000.0  # a fixed "now", on a 5 s slot boundary
+# recovery's fates and the counter of a stop that counts each
+RECOVERY = {
+    "retrying": "retried",
+    "compensating": "compensating",
+    "compensated": "compensated",
+    "compensation_failed": "compensation_failed",
+    "expired": "expired",
+}
 
 
 class Clock:
@@ -138,7 +146,8 @@ def test_end_to_end_latency_is_from_the_stamp_to_delivery():
 def test_counting_in_folds_gives_what_counting_one_by_one_gives():
     rng = random.Random(11)
     stats = BusStats(Clock(T0 + 120))
-    stops, fates = ["busdriver", "AddEmail", "Log"], ["forwarded", "delivered", "dropped", "dead_lettered"]
+    stops = ["busdriver", "AddEmail", "Log"]
+    fates = ["forwarded", "delivered", "dropped", "dead_lettered", *RECOVERY]
     expected: dict[str, dict] = {stop: {"received": 0, "fates": {}, "buckets": {}, "total": 0.0} for stop in stops}
     window_by_stop: dict[str, Window] = {stop: Window() for stop in stops}
     for i in range(3 * FOLD_AT + 17):  # two minutes of outcomes, several folds' worth
@@ -158,6 +167,8 @@ def test_counting_in_folds_gives_what_counting_one_by_one_gives():
         assert dict(got.forwarded) == {d: n for (f, d), n in want["fates"].items() if f == "forwarded"}
         assert dict(got.dropped) == {d: n for (f, d), n in want["fates"].items() if f == "dropped"}
         assert dict(got.dead_lettered) == {d: n for (f, d), n in want["fates"].items() if f == "dead_lettered"}
+        for fate, counter in RECOVERY.items():
+            assert dict(getattr(got, counter)) == {d: n for (f, d), n in want["fates"].items() if f == fate}, fate
         assert got.delivered == sum(n for (f, _), n in want["fates"].items() if f == "delivered")
         assert dict(got.processing.counts) == want["buckets"]
         assert got.processing.total == pytest.approx(want["total"])
@@ -211,6 +222,7 @@ def test_the_latest_dead_letters_are_kept_newest_first_and_cut_short():
     assert letters[0] == {
         "time": T0 + 100,
         "stop": "S",
+        "fate": "dead_lettered",
         "error": "InvalidEnvelope",
         "message": "value is not JSON",
         "id": None,
@@ -247,3 +259,106 @@ def test_merged_snapshots_add_counters_rates_and_interleave_dead_letters():
     assert [d["message"] for d in merged["dead_letters"][:3]] == ["b9", "b8", "b7"]
     assert "a" in [d["message"] for d in merged["dead_letters"]]
     assert view(merge([]))["stops"] == {}
+
+
+# --- recovery: retries, compensation, deadlines -------------------------------------------------
+
+DELAY_5S, DELAY_60S = "metrobus-retry-5s", "metrobus-retry-60s"
+
+
+def test_recovery_fates_have_counters_of_their_own_and_are_not_dead_letters():
+    stats = BusStats(Clock())
+    for _ in range(3):
+        stats.record(outcome("AddEmail", "retrying", "in place", message="attempt 1 of 5 failed: TimeoutError: t"))
+    stats.record(outcome("AddEmail", "retrying", DELAY_5S))
+    stats.record(outcome("AddEmail", "compensating", "TimeoutError", message="lookup timed out"))
+    stats.record(outcome("Reserve", "compensated", "TimeoutError"))
+    stats.record(outcome("Reserve", "compensation_failed", "CompensationFailed"))
+    stats.record(outcome("WhiteList", "expired", "DeadlinePassed"))
+    stats.record(outcome("WhiteList", "expired", "DeadlinePassed"))
+    stats.record(outcome("WhiteList", "something_new", "Why"))  # a fate unknown here: dead-lettered, as before
+    assert stats["AddEmail"].retried == {"in place": 3, DELAY_5S: 1}
+    assert stats["AddEmail"].compensating == {"TimeoutError": 1}
+    assert stats["AddEmail"].dead_lettered == {}
+    assert stats["Reserve"].dead_lettered == {}
+    assert stats["WhiteList"].dead_lettered == {"Why": 1}
+    stops = view(stats.snapshot())["stops"]
+    add_email, reserve, white_list = stops["AddEmail"], stops["Reserve"], stops["WhiteList"]
+    assert add_email["received"] == 5  # every attempt is received
+    assert (add_email["retried"], add_email["retried_by_where"]) == (4, {"in place": 3, DELAY_5S: 1})
+    assert (add_email["compensating"], add_email["compensating_by_error"]) == (1, {"TimeoutError": 1})
+    assert (reserve["compensated"], reserve["compensated_by_error"]) == (1, {"TimeoutError": 1})
+    assert reserve["compensation_failed"] == 1
+    assert reserve["compensation_failed_by_error"] == {"CompensationFailed": 1}
+    assert (white_list["expired"], white_list["expired_by_reason"]) == (2, {"DeadlinePassed": 2})
+    assert (white_list["dead_lettered"], reserve["dead_lettered"], add_email["dead_lettered"]) == (1, 0, 0)
+    bus = view(stats.snapshot())["bus"]
+    assert (bus["retried"], bus["compensated"], bus["compensation_failed"], bus["expired"]) == (4, 1, 1, 2)
+
+
+def test_the_ends_of_recovery_are_listed_with_the_latest_dead_letters():
+    stats = BusStats(Clock())
+    envelope = Envelope.stamp({"order": 7}, ["Reserve", "Pay"])
+    stats.record(outcome("Reserve", "compensated", "CardDeclined", at=T0 + 1, envelope=envelope, message="no"))
+    stats.record(outcome("Pay", "expired", "DeadlinePassed", at=T0 + 2, message="3 s late"))
+    stats.record(outcome("Pay", "compensation_failed", "CompensationFailed", at=T0 + 3))
+    stats.record(outcome("Pay", "retrying", "in place", at=T0 + 4))  # not an end
+    stats.record(outcome("Pay", "compensating", "CardDeclined", at=T0 + 5))  # not an end either
+    letters = stats.snapshot()["dead_letters"]
+    assert [(d["fate"], d["stop"], d["error"]) for d in letters] == [
+        ("compensation_failed", "Pay", "CompensationFailed"),
+        ("expired", "Pay", "DeadlinePassed"),
+        ("compensated", "Reserve", "CardDeclined"),
+    ]
+    assert letters[2]["id"] == envelope.id and letters[2]["payload"] == '{"order": 7}'
+
+
+def test_recovery_counters_merge_across_workers_and_with_an_older_worker():
+    a, b = BusStats(Clock()), BusStats(Clock())
+    a.record(outcome("AddEmail", "retrying", "in place"))
+    a.record(outcome("AddEmail", "retrying", DELAY_5S))
+    b.record(outcome("AddEmail", "retrying", DELAY_5S))
+    b.record(outcome("Pay", "compensated", "KeyError"))
+    b.record(outcome("Pay", "expired", "DeadlinePassed"))
+    older = {"stops": {"AddEmail": {**b.snapshot(T0)["stops"]["AddEmail"]}}}
+    for key in RECOVERY.values():
+        del older["stops"]["AddEmail"][key]  # a worker from before recovery
+    merged = merge(json.loads(json.dumps(s)) for s in (a.snapshot(T0), b.snapshot(T0), older))
+    assert merged["stops"]["AddEmail"]["retried"] == {"in place": 1, DELAY_5S: 2}
+    assert merged["stops"]["AddEmail"]["received"] == 4
+    assert merged["stops"]["Pay"]["compensated"] == {"KeyError": 1}
+    stops = view(merged)["stops"]
+    assert stops["Pay"]["expired"] == 1 and stops["AddEmail"]["retried"] == 3
+    assert view(older)["stops"]["AddEmail"]["retried"] == 0  # an older worker's own snapshot views too
+
+
+def test_waiting_to_retry_is_what_went_to_the_delay_topics_minus_what_their_agents_sent_back():
+    stats = BusStats(Clock())
+    for _ in range(5):
+        stats.record(outcome("AddEmail", "retrying", DELAY_5S))
+    for _ in range(2):
+        stats.record(outcome("WhiteList", "retrying", DELAY_5S))
+    for _ in range(3):
+        stats.record(outcome("WhiteList", "retrying", DELAY_60S))
+    for _ in range(4):
+        stats.record(outcome("AddEmail", "retrying", "in place"))  # never in a delay topic
+    for _ in range(4):
+        stats.record(outcome(DELAY_5S, "forwarded", "AddEmail"))  # the 5 s tier's agent sent 4 back
+    stats.record(outcome(DELAY_5S, "forwarded", "WhiteList"))
+    bus = view(stats.snapshot())["bus"]
+    assert bus["waiting_by_delay_topic"] == {DELAY_5S: 7 - 5, DELAY_60S: 3}
+    assert bus["waiting_to_retry"] == 5
+    assert bus["retried"] == 14
+
+
+def test_waiting_to_retry_adds_up_across_workers_and_is_never_below_zero():
+    stop_worker, delay_worker = BusStats(Clock()), BusStats(Clock())
+    for _ in range(3):
+        stop_worker.record(outcome("AddEmail", "retrying", DELAY_5S))
+    for _ in range(2):
+        delay_worker.record(outcome(DELAY_5S, "forwarded", "AddEmail"))  # another worker's agent sent them back
+    cluster = view(merge([stop_worker.snapshot(T0), delay_worker.snapshot(T0)]))["bus"]
+    assert (cluster["waiting_to_retry"], cluster["waiting_by_delay_topic"]) == (1, {DELAY_5S: 1})
+    alone = view(delay_worker.snapshot(T0))["bus"]  # this worker sent back what it never saw sent there
+    assert (alone["waiting_to_retry"], alone["waiting_by_delay_topic"]) == (0, {})
+    assert view(stop_worker.snapshot(T0))["bus"]["waiting_to_retry"] == 3
