@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from metrobus_app.application import MetrobusApp, create_app
     from metrobus_app.config.settings import Settings
     from metrobus_app.core.bus import Bus
+    from metrobus_app.core.retry import Backoff, Retry
     from metrobus_app.core.route import Route
-    from metrobus_app.errors import ConfigError, Drop, InvalidEnvelope, MetrobusError, UnknownStop
+    from metrobus_app.errors import ConfigError, Drop, Fault, InvalidEnvelope, MetrobusError, UnknownStop
+    from metrobus_app.wire.compensation import remember
     from metrobus_app.wire.envelope import Envelope
     from metrobus_app.wire.outcome import Outcome
 
@@ -24,18 +26,22 @@ if TYPE_CHECKING:
     settings: Settings
 
 _PUBLIC = {
+    "Backoff": "metrobus_app.core.retry",
     "Bus": "metrobus_app.core.bus",
     "ConfigError": "metrobus_app.errors",
     "Drop": "metrobus_app.errors",
     "Envelope": "metrobus_app.wire.envelope",
+    "Fault": "metrobus_app.errors",
     "InvalidEnvelope": "metrobus_app.errors",
     "MetrobusApp": "metrobus_app.application",
     "MetrobusError": "metrobus_app.errors",
     "Outcome": "metrobus_app.wire.outcome",
+    "Retry": "metrobus_app.core.retry",
     "Route": "metrobus_app.core.route",
     "Settings": "metrobus_app.config.settings",
     "UnknownStop": "metrobus_app.errors",
     "create_app": "metrobus_app.application",
+    "remember": "metrobus_app.wire.compensation",
 }
 _DEFAULT_APP = ("app", "bus", "busdriver", "settings", "stop")
 
@@ -56,14 +62,17 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "Backoff",
     "Bus",
     "ConfigError",
     "Drop",
     "Envelope",
+    "Fault",
     "InvalidEnvelope",
     "MetrobusApp",
     "MetrobusError",
     "Outcome",
+    "Retry",
     "Route",
     "Settings",
     "UnknownStop",
@@ -71,6 +80,7 @@ __all__ = [
     "bus",
     "busdriver",
     "create_app",
+    "remember",
     "settings",
     "stop",
 ]

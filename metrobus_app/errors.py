@@ -28,3 +28,23 @@ class InvalidEnvelope(MetrobusError):
 
 class UnknownStop(MetrobusError):
     """A route names a stop that is neither one of this bus's stops nor a configured external one."""
+
+
+class Fault(MetrobusError):
+    """Raise in a stop to fail the message for good, on purpose: never retried.
+
+    The stops already done are compensated, newest first, and the message is dead-lettered
+    with the reason: ``raise Fault("card declined")``.
+    """
+
+    def __init__(self, reason: str = "fault") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class DeadlinePassed(MetrobusError):
+    """A message reached a stop after its deadline (``header.deadline``): it is not run there, it expired."""
+
+
+class CompensationFailed(MetrobusError):
+    """A stop's compensation failed after its retries; the stops named were not undone."""

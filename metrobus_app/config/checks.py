@@ -31,6 +31,21 @@ def check(settings: Settings) -> None:
     check_security(settings)
     check_guarantee(settings)
     check_web_auth(settings)
+    check_retry(settings)
+
+
+def check_retry(settings: Settings) -> None:
+    """The delay tiers must be whole seconds, at least 1, each named once."""
+    tiers = settings.retry_delay_tiers
+    if (
+        not tiers
+        or not all(tier.isdigit() and int(tier) >= 1 for tier in tiers)
+        or len(set(map(int, tiers))) < len(tiers)
+    ):
+        given = ",".join(tiers)
+        raise ConfigError(
+            f"METROBUS_RETRY_DELAY_TIERS={given!r}: give whole seconds of 1 or more, each once (5,30,300)"
+        )
 
 
 def check_security(settings: Settings) -> None:

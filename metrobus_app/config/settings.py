@@ -75,6 +75,18 @@ class Settings:
     max_message_bytes: int = _setting(
         1_048_576, "METROBUS_MAX_MESSAGE_BYTES", "Larger values are dead-lettered unread."
     )
+    retry_in_place_max_ms: int = _setting(
+        1_000,
+        "METROBUS_RETRY_IN_PLACE_MAX_MS",
+        "A stop's retry waits up to this long in place (its partition waits, order per key kept); a longer wait "
+        "goes through a delay topic while the stop goes on.",
+    )
+    retry_delay_tiers: tuple[str, ...] = _setting(
+        ("5", "30", "300"),
+        "METROBUS_RETRY_DELAY_TIERS",
+        "Seconds of the bus's delay topics (<app id>-retry-<seconds>s), comma-separated; a wait goes to the "
+        "shortest tier at least as long (else the longest) and leaves it when due.",
+    )
     max_hops: int = _setting(
         64, "METROBUS_MAX_HOPS", "Most stops a message may be sent to; a route's header.max_hops overrides it."
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -16,13 +17,26 @@ import faust
 from metrobus_app.caches.cache import Cache
 from metrobus_app.config.settings import Settings
 from metrobus_app.core.guards import HopLimitExceeded, StopResultInvalid, check_envelope, check_hops, check_route
+from metrobus_app.core.recovery import Recovery, Undo
+from metrobus_app.core.retry import Retry
 from metrobus_app.core.route import RouteStop, fan_out, late_copies
 from metrobus_app.errors import Drop, InvalidEnvelope, UnknownStop
 from metrobus_app.observe.stats import BusStats
 from metrobus_app.runtime.intake import Idleness, serve_agent, timestamp_ms
 from metrobus_app.runtime.producing import too_large
 from metrobus_app.runtime.raw_schema import RawSchema
-from metrobus_app.wire.envelope import HISTORICAL_ROUTE, REPLAYS, Envelope, arriving, decode_object
+from metrobus_app.wire.compensation import push_undo, take_log
+from metrobus_app.wire.envelope import (
+    ATTEMPTS,
+    COMPENSATING,
+    DEADLINE,
+    HISTORICAL_ROUTE,
+    REPLAYS,
+    RETRY,
+    Envelope,
+    arriving,
+    decode_object,
+)
 from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_header, replays_of, source_id
 from metrobus_app.wire.letters import encode_letter
 from metrobus_app.wire.letters import letter as make_letter
@@ -68,6 +82,7 @@ class Bus:
         # Called with the route rules when a busdriver's module declares them (routing.rule_set).
         self.rule_set_listeners: list[Callable[[Any], None]] = []
         self._known_stops: frozenset[str] | None = None
+        self.recovery = Recovery(self)  # retry policies, compensations, delay topics (core/recovery.py)
 
     @property
     def sender(self) -> Sender:
@@ -120,12 +135,15 @@ class Bus:
 
     async def declare_topics(self) -> None:
         """Create the topics this worker may send to without consuming them."""
-        for name in (self.settings.error_topic, *sorted(self.known_stops)):
+        delay_topics = self.recovery.delay_topics() if self.recovery.policies else []
+        for name in (self.settings.error_topic, *sorted(self.known_stops), *delay_topics):
             await self.topic(name).maybe_declare()
         for cache in self.caches.values():
             await self.changelog_topic(cache).maybe_declare()
 
-    def stop(self, name: str, *, concurrency: int = 1, route: bool = False) -> Callable[[DeclaredStop], DeclaredStop]:
+    def stop(
+        self, name: str, *, concurrency: int = 1, route: bool = False, retry: Retry | None = None
+    ) -> Callable[[DeclaredStop], DeclaredStop]:
         """Declare a stop: ``fn(payload)`` returns the payload to go on, or None to drop it.
 
         ``fn`` may be sync or async; it may raise ``Drop(reason)``. Any other exception
@@ -133,6 +151,9 @@ class Bus:
         so it can be called directly in tests. With ``route=True`` it is ``fn(payload,
         route)``: ``route`` (``metrobus_app.core.route.Route``) can detour, skip or replace the
         steps ahead.
+
+        ``retry`` (a ``Retry``) tries a passing failure again; ``@fn.compensate`` declares how
+        to undo the stop when the message fails for good later (see ``core/recovery.py``).
         """
 
         def register(fn: DeclaredStop) -> DeclaredStop:
@@ -140,6 +161,11 @@ class Bus:
                 raise ValueError(f"stop {name!r} is declared twice")
             self._known_stops = None
             self.stops[name] = fn
+            if retry is not None:
+                self.recovery.policies[name] = retry
+                self._add_delay_agents()
+            with contextlib.suppress(AttributeError, TypeError):  # a builtin or a bound method takes no attribute
+                fn.compensate = self.recovery.compensation(name)  # type: ignore[attr-defined]
             call: StopFunction = RouteStop(fn, name, lambda: self.known_stops) if route else fn
 
             async def run(stream: faust.StreamT[Any]) -> AsyncIterator[Outcome]:
@@ -152,6 +178,23 @@ class Bus:
             return fn
 
         return register
+
+    def compensate(self, stop: str) -> Callable[[Undo], Undo]:
+        """Declare how ``stop`` is undone: ``undo(payload, log)`` (the same as ``@fn.compensate``)."""
+        return self.recovery.compensation(stop)
+
+    def _add_delay_agents(self) -> None:
+        """An agent per delay tier that sends waiting messages back to their stop when due, once per bus."""
+        for topic in self.recovery.delay_topics():
+            if topic in self.agents:
+                continue
+
+            async def run(stream: faust.StreamT[Any], topic: str = topic) -> AsyncIterator[Outcome]:
+                async for outcome in serve_agent(stream, partial(self.recovery.send_back, topic), self.idleness):
+                    yield outcome
+
+            run.__name__ = run.__qualname__ = topic
+            self.agents[topic] = self.app.agent(self.topic(topic), name=f"metrobus.{topic}")(run)
 
     def busdriver(self, name: str = "busdriver") -> Callable[[RouteFunction], RouteFunction]:
         """Declare the busdriver: ``fn(record)`` returns the route (stops in travel order).
@@ -197,6 +240,16 @@ class Bus:
         outcome = await self._handle_record(stop, fn, key, raw, message, received_at)
         return self._observed(outcome, received_at, started)
 
+    async def run_stop(
+        self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, received_at: float
+    ) -> Outcome:
+        """Run one message through a stop (``handle`` without observing the outcome): for a retry in place."""
+        return await self._handle(stop, fn, key, raw, received_at)
+
+    def observe(self, outcome: Outcome, received_at: float, started: float) -> Outcome:
+        """Hand an outcome to the observers (stats, fates), timed from ``received_at`` and ``started``."""
+        return self._observed(outcome, received_at, started)
+
     def _observed(self, outcome: Outcome, received_at: float, started: float) -> Outcome:
         outcome.received_at, outcome.elapsed = received_at, time.perf_counter() - started
         for observe in self.observers:
@@ -221,7 +274,12 @@ class Bus:
             check_envelope(envelope, self.settings)
         except InvalidEnvelope as exc:
             return await self.dead_letter(stop, key, raw, exc)
-        if FANOUT in envelope.header:  # a 0.0.x stop may have passed a fan-out step: copy it here
+        header = envelope.header
+        if RETRY in header or DEADLINE in header or COMPENSATING in header:
+            arrived = await self.recovery.on_arrival(stop, fn, key, raw, envelope, received_at)
+            if arrived is not None:
+                return arrived
+        if FANOUT in header:  # a 0.0.x stop may have passed a fan-out step: copy it here
             await self._send_late_copies(stop, key, envelope)
         try:
             payload = fn(envelope if isinstance(fn, RouteStop) else envelope.payload)
@@ -231,9 +289,13 @@ class Bus:
             return self._dropped(stop, drop.reason, envelope)
         except Exception as exc:
             log.exception("stop %s failed on message %s", stop, envelope.id)
-            return await self.dead_letter(stop, key, raw, exc, envelope)
+            return await self.recovery.failed(stop, fn, key, raw, envelope, exc, received_at, time.perf_counter())
         if payload is None:
             return self._dropped(stop, f"{stop} returned None", envelope)
+        if ATTEMPTS in header:  # the count is per stop: the next one starts at none
+            del header[ATTEMPTS]
+        if stop in self.recovery.undos:
+            push_undo(envelope, stop, take_log())
         original, envelope.payload = envelope.payload, payload
         try:
             return await self.forward(envelope, key, stop=stop, received_at=received_at)
@@ -353,21 +415,28 @@ class Bus:
         envelope: Envelope | None = None,
         *,
         topic: str | None = None,
+        fate: str = DEAD_LETTERED,
+        story: dict[str, Any] | None = None,
+        outcome_stop: str | None = None,
     ) -> Outcome:
         """Send a message the bus cannot handle to the dead-letter topic, with why.
 
         The letter (``wire.letters.letter``) holds the value, the message id, its route, how often
         it was replayed, and ``topic``: where ``deadletters replay`` sends it back (by default
-        the topic the failing stop reads).
+        the topic the failing stop reads). ``story`` (what recovery did) goes into the letter;
+        the outcome has ``fate`` and, when given, ``outcome_stop`` as its stop.
         """
-        kind = type(error).__name__
+        kind = getattr(error, "kind", None) or type(error).__name__
         log.warning("dead-lettering a message at %s: %s: %s", stop, kind, error)
         if topic is None:
             topic = stop if stop in self.stops else self.settings.source_topic
         replays = replays_of(envelope)
         letter = make_letter(stop, error, raw, time.time(), topic=topic, envelope=envelope, replays=replays)
+        if story:
+            letter["error"] = kind
+            letter.update(story)
         await self.sender(self.settings.error_topic, key, encode_letter(letter))
-        return Outcome(stop, DEAD_LETTERED, kind, envelope=envelope, message=letter["message"])
+        return Outcome(outcome_stop or stop, fate, kind, envelope=envelope, message=letter["message"])
 
     def _dropped(self, stop: str, reason: str, envelope: Envelope | None = None) -> Outcome:
         log.debug("%s dropped a message: %s", stop, reason)

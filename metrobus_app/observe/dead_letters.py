@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaProducer
 from metrobus_app.config import Settings
 from metrobus_app.runtime.clients import read_topic
 from metrobus_app.security.credentials import client_options
-from metrobus_app.wire.envelope import encode_json, loads_or_none
+from metrobus_app.wire.envelope import ATTEMPTS, COMPENSATING, RETRY, encode_json, loads_or_none
 from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER
 from metrobus_app.wire.topics import replayed_topic
 
@@ -121,7 +121,10 @@ def replay_record(letter: DeadLetter, settings: Settings) -> tuple[str, bytes, l
         headers = [(REPLAY_ID_HEADER, str(body.get("id") or "").encode()), (REPLAY_COUNT_HEADER, str(replays).encode())]
         return topic, value.encode(), headers
     envelope = json.loads(value)
-    envelope["header"]["replays"] = replays
+    header = envelope["header"]
+    header["replays"] = replays
+    for name in (ATTEMPTS, RETRY, COMPENSATING):  # a replay starts the failed stop's attempts again
+        header.pop(name, None)
     return topic, encode_json(envelope), []
 
 

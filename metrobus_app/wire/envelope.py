@@ -23,6 +23,14 @@ HISTORICAL_ROUTE = "historical_route"
 HOPS = "hops"
 MAX_HOPS = "max_hops"  # this message's hop limit (the busdriver may set it per route)
 REPLAYS = "replays"  # how often `deadletters replay` sent this message back
+# Recovery (core/recovery.py): failed tries at the current stop, the retry it waits for in a
+# delay topic, its deadline (epoch seconds), the undo stack of the stops done, and, while the
+# stops done are being undone, why and what is undone so far.
+ATTEMPTS = "attempts"
+RETRY = "retry"
+DEADLINE = "deadline"
+COMPENSATE = "compensate"
+COMPENSATING = "compensating"
 
 
 def decode_object(raw: bytes | None) -> dict[str, Any]:
@@ -102,18 +110,25 @@ class Envelope:
     payload: Any
 
     @classmethod
-    def stamp(cls, payload: Any, stops: Sequence[str], **header: Any) -> Envelope:
-        """Wrap a raw record for a journey through ``stops``, given in travel order."""
+    def stamp(cls, payload: Any, stops: Sequence[str], *, deadline_s: float | None = None, **header: Any) -> Envelope:
+        """Wrap a raw record for a journey through ``stops``, given in travel order.
+
+        With ``deadline_s`` the message must reach each stop within that many seconds of now,
+        or it expires there (``header.deadline``).
+        """
         if isinstance(stops, str) or not stops:
             raise ValueError(f"a route is a non-empty list of stop names, got {stops!r}")
         route = list(reversed(stops))
-        fields = {
+        now = time.time()
+        fields: dict[str, Any] = {
             ROUTE: route,
             ORIGINAL_ROUTE: list(route),
             HISTORICAL_ROUTE: [],
             "id": header.pop("id", None) or uuid.uuid4().hex,
-            "stamped_at": time.time(),
+            "stamped_at": now,
         }
+        if deadline_s is not None:
+            fields[DEADLINE] = round(now + deadline_s, 6)
         fields.update(header)
         return cls(fields, payload)
 

@@ -1,4 +1,10 @@
-"""What a stop did with one message: forwarded, delivered, dropped or dead-lettered."""
+"""What a stop did with one message: forwarded, delivered, dropped or dead-lettered, and the fates of recovery.
+
+Recovery (``core/recovery.py``): ``retrying`` (a failed attempt that will be tried again, in
+place or after a delay topic; not an end), ``compensating`` (failed for good at this stop;
+the stops done are being undone; not an end), and the ends ``compensated`` (undone, then
+dead-lettered), ``compensation_failed`` and ``expired`` (past its deadline).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,10 @@ from dataclasses import dataclass, field
 from metrobus_app.wire.envelope import Envelope
 
 FORWARDED, DELIVERED, DROPPED, DEAD_LETTERED = "forwarded", "delivered", "dropped", "dead_lettered"
+RETRYING, COMPENSATING = "retrying", "compensating"
+COMPENSATED, COMPENSATION_FAILED, EXPIRED = "compensated", "compensation_failed", "expired"
+#: Fates that end a message's journey (each ended one is counted once by ``reconcile``).
+TERMINAL = (DELIVERED, DROPPED, DEAD_LETTERED, COMPENSATED, COMPENSATION_FAILED, EXPIRED)
 
 
 @dataclass(slots=True)

@@ -16,3 +16,8 @@ def stats_topic(app_id: str) -> str:
 def replayed_topic(app_id: str) -> str:
     """Which dead letters ``deadletters replay`` sent back, so none is sent twice."""
     return f"{app_id}-replayed"
+
+
+def delay_topic(app_id: str, tier_s: int) -> str:
+    """The delay topic of one tier: a message waits there until its retry is due."""
+    return f"{app_id}-retry-{tier_s}s"

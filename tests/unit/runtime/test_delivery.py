@@ -204,3 +204,22 @@ def test_dead_letters_are_chosen_summed_capped_and_sent_back_with_one_more_repla
         b'{"x": 1}',
         [(REPLAY_ID_HEADER, b"abc"), (REPLAY_COUNT_HEADER, b"2")],
     )
+
+
+def test_a_replay_starts_the_failed_stops_attempts_again_and_keeps_the_undo_stack():
+    header = {
+        "route": [],
+        "historical_route": ["Reserve", "Charge"],
+        "id": "m7",
+        "attempts": 4,
+        "retry": {"stop": "Charge", "attempt": 5, "of": 5, "due": 1.0},
+        "compensate": [{"stop": "Reserve", "log": {"hold": "h-7"}}],
+    }
+    letter = _letter(7, stop="Charge")
+    letter.body["value"] = json.dumps({"header": header, "payload": {"id": 7}})
+    topic, value, _ = replay_record(letter, Settings())
+    sent = json.loads(value)["header"]
+    assert topic == "Charge"
+    assert "attempts" not in sent and "retry" not in sent
+    assert sent["compensate"] == [{"stop": "Reserve", "log": {"hold": "h-7"}}]
+    assert sent["replays"] == 1
