@@ -31,7 +31,7 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from metrobus_app.config.settings import Settings
-from metrobus_app.observe.fates import IN_TRANSIT, FateStore
+from metrobus_app.observe.fates import ON_THE_WAY, FateStore
 from metrobus_app.observe.metrics import registry
 from metrobus_app.observe.stats import merge, view
 from metrobus_app.runtime.clients import partitions_of, plain_consumer
@@ -164,7 +164,7 @@ class Watch:
     async def find(self, message_id: str) -> dict[str, Any] | None:
         """A message's fate: from this worker's store, else (or when here it is only in transit) from the others'."""
         local = self.fates.get(message_id)
-        if local is not None and local["status"] != IN_TRANSIT:
+        if local is not None and local["status"] not in ON_THE_WAY:
             return local
         now = time.time()
         urls = {
@@ -182,8 +182,8 @@ class Watch:
         known = [answer for answer in answers if answer]
         if not known:
             return None
-        # A terminal fate wins over any in-transit one; among those, the latest.
-        return max(known, key=lambda fate: (fate.get("status") != IN_TRANSIT, fate.get("time", 0)))
+        # A terminal fate wins over any in-transit (or retrying, compensating) one; among those, the latest.
+        return max(known, key=lambda fate: (fate.get("status") not in ON_THE_WAY, fate.get("time", 0)))
 
     # --- the worker's task ----------------------------------------------------------------
 

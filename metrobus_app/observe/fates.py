@@ -1,10 +1,13 @@
 """Where each message is, or where it ended and why: a bounded record of fates by message id.
 
 The bus calls ``FateStore.record`` for every outcome (O(1): one ordered-dict update). A
-message forwarded here is *in transit* to its next stop; a delivered, dropped or
-dead-lettered one has a *terminal* fate, which is also queued for publishing on the
-``<app id>-fates`` topic, so that every worker (which reads that topic into its own store
-with ``load``) can answer for any message.
+message forwarded here is *in transit* to its next stop, and so is one ``retrying`` (in
+place, or waiting in a delay topic until due) or ``compensating`` (failed for good; the
+stops done are being undone): these are kept here only, each replaced by the next. One
+that ended (``wire.outcome.TERMINAL``: delivered, dropped, dead-lettered, compensated,
+compensation failed, expired) has a *terminal* fate, which is also queued for publishing
+on the ``<app id>-fates`` topic, so that every worker (which reads that topic into its own
+store with ``load``) can answer for any message.
 
 On that topic a record holds the fates of many messages (``drain`` makes one, ``fate_lines``
 reads one): a line per fate, ``<record key as a JSON string> TAB <the fate as a JSON array>``
@@ -26,6 +29,7 @@ copy (``header.copy``) has a record of its own, and a lookup of the message list
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -33,7 +37,18 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from metrobus_app.wire.envelope import encode_json
+from metrobus_app.wire.envelope import ATTEMPTS, COMPENSATING, RETRY, encode_json
+from metrobus_app.wire.outcome import (
+    COMPENSATED,
+    COMPENSATION_FAILED,
+    DEAD_LETTERED,
+    DELIVERED,
+    DROPPED,
+    EXPIRED,
+    FORWARDED,
+    RETRYING,
+)
+from metrobus_app.wire.outcome import COMPENSATING as COMPENSATING_FATE
 
 if TYPE_CHECKING:
     from metrobus_app.wire.outcome import Outcome
@@ -41,13 +56,19 @@ if TYPE_CHECKING:
 IN_TRANSIT = "in_transit"
 COPIED = "copied"
 COPY_MARK = "#copy="  # the record of copy "2" of message "abc" is "abc#copy=2"
-TERMINAL = ("delivered", "dropped", "dead_lettered")
+#: The statuses of a message on its way (not ended): a later fate replaces them.
+ON_THE_WAY = (IN_TRANSIT, RETRYING, COMPENSATING_FATE)
+IN_PLACE = "in place"  # a retrying outcome's detail when the stop tries again itself; else the delay topic
+# What the bus's retrying outcome says: "attempt 2 of 5 failed: <error>; next in place" or "...; next due at <when>".
+RETRY_MESSAGE = re.compile(r"attempt (\d+) of (\d+) failed: (.*?)(?:; next (?:in place|due at (\S+)))?\s*$", re.S)
 MESSAGE_CHARS = 500
 RECORD_BYTES = 128 * 1024  # of fates in one record of the fates topic (Kafka's default limit is 1 MiB)
 
 
 # An entry is (time, terminal, what): ``what`` is a tuple for fates recorded here, the JSON
-# bytes as published for fates read from the topic.
+# bytes as published for fates read from the topic. In transit, ``what`` is (stop, detail,
+# hops, worker), and for a retrying or compensating message also (fate, message, more):
+# ``more`` is what its header said (``_retry_header``, ``_compensation_header``).
 Entry = tuple[float, bool, Any]
 
 
@@ -85,20 +106,34 @@ class FateStore:
             message_id = f"{message_id}{COPY_MARK}{copy}"
         now = outcome.received_at + outcome.elapsed
         hops = header.get("hops")
-        if outcome.fate == "forwarded":
-            entries = self.entries
-            old = entries.get(message_id)
-            entry = (now, False, (outcome.stop, outcome.detail, hops, self.worker))
-            if old is None:
-                self._put(message_id, entry)
-            elif not old[1]:  # a later hop: the key is known and the store does not grow
-                entries.move_to_end(message_id)
-                entries[message_id] = entry
+        fate = outcome.fate
+        if fate == FORWARDED:
+            self._on_the_way(message_id, (now, False, (outcome.stop, outcome.detail, hops, self.worker)))
             return
         message = outcome.message[:MESSAGE_CHARS]
-        what = (outcome.fate, outcome.stop, outcome.detail, message, hops, self.worker, outcome.received_at, now)
+        what: tuple[Any, ...]
+        if fate in (RETRYING, COMPENSATING_FATE):
+            more = _retry_header(header) if fate == RETRYING else _compensation_header(header)
+            what = (outcome.stop, outcome.detail, hops, self.worker, fate, message, more)
+            self._on_the_way(message_id, (now, False, what))
+            return
+        what = (fate, outcome.stop, outcome.detail, message, hops, self.worker, outcome.received_at, now)
+        if fate in RECOVERY_ENDS:
+            told = _compensation_header(header)
+            if told is not None:  # which stop failed, and what was undone: a ninth field
+                what = (*what, told)
         self._put(message_id, (now, True, what))
         self.pending.append((message_id, what))  # encoded by ``drain``, off the message path
+
+    def _on_the_way(self, message_id: str, entry: Entry) -> None:
+        """Keep an in-transit fate, unless the message already ended."""
+        entries = self.entries
+        old = entries.get(message_id)
+        if old is None:
+            self._put(message_id, entry)
+        elif not old[1]:  # a later hop: the key is known and the store does not grow
+            entries.move_to_end(message_id)
+            entries[message_id] = entry
 
     def _put(self, key: str, entry: Entry) -> None:
         entries = self.entries
@@ -170,7 +205,7 @@ class FateStore:
         if not copies:
             return fate
         fate = dict(fate) if fate is not None else {"id": message_id, "message": "", "worker": None, "hops": []}
-        if fate.get("status", IN_TRANSIT) == IN_TRANSIT:
+        if fate.get("status", IN_TRANSIT) in ON_THE_WAY:
             fate.update(status=COPIED, time=max(copy.get("time", 0) for copy in copies))
             fate.setdefault("stop", None)
             fate.setdefault("detail", "")
@@ -186,19 +221,16 @@ class FateStore:
             return decode_fate(key, what)
         if terminal:
             return _terminal(key, what)
-        stop, next_stop, hops, worker = what
         message_id, _, copy = key.partition(COPY_MARK)
-        return {
-            "id": message_id,
-            **({"copy": copy} if copy else {}),
-            "status": IN_TRANSIT,
-            "stop": next_stop,
-            "detail": f"sent on to {next_stop} by {stop}",
-            "message": "",
-            "time": at,
-            "worker": worker,
-            "hops": list(hops) if isinstance(hops, list) else [],
-        }
+        fate: dict[str, Any] = {"id": message_id, **({"copy": copy} if copy else {})}
+        if len(what) == 4:
+            stop, next_stop, hops, worker = what
+            fate.update(status=IN_TRANSIT, stop=next_stop, detail=f"sent on to {next_stop} by {stop}", message="")
+        else:
+            stop, detail, hops, worker, status, message, more = what
+            fate.update(status=status, stop=stop, detail=detail, message=message)
+            fate.update(_retry(stop, detail, message, more) if status == RETRYING else _story(more))
+        return {**fate, "time": at, "worker": worker, "hops": list(hops) if isinstance(hops, list) else []}
 
 
 def fate_lines(key: bytes | None, value: bytes) -> Iterator[tuple[str, bytes]]:
@@ -228,7 +260,7 @@ def decode_fate(key: str, body: bytes) -> dict[str, Any] | None:
         value = json.loads(body)
     except ValueError:
         return None
-    if isinstance(value, list) and len(value) == len(TERMINAL_FIELDS):
+    if isinstance(value, list) and len(value) in (len(TERMINAL_FIELDS), len(TERMINAL_FIELDS) + 1):
         return _terminal(key, tuple(value))
     return value if isinstance(value, dict) else None
 
@@ -239,11 +271,14 @@ def _copy_order(key: str) -> list[int]:
 
 
 TERMINAL_FIELDS = ("fate", "stop", "detail", "message", "hops", "worker", "received", "ended")
+#: The ends of compensation and deadlines; their fate has a ninth field when the message was
+#: being compensated: [stop that failed, error type, error text, stops undone] (``_compensation_header``).
+RECOVERY_ENDS = (COMPENSATED, COMPENSATION_FAILED, EXPIRED)
 
 
 def _terminal(key: str, what: tuple[Any, ...]) -> dict[str, Any]:
-    """A terminal fate as JSON, from what ``record`` keeps of it (``TERMINAL_FIELDS``)."""
-    fate, stop, detail, message, hops, worker, received, ended = what
+    """A terminal fate as JSON, from what ``record`` keeps of it (``TERMINAL_FIELDS``, and the story if any)."""
+    fate, stop, detail, message, hops, worker, received, ended = what[:8]
     last = {"stop": stop, "received": round(received, 6), "ended": round(ended, 6), "worker": worker, "fate": fate}
     message_id, _, copy = key.partition(COPY_MARK)
     return {
@@ -256,22 +291,108 @@ def _terminal(key: str, what: tuple[Any, ...]) -> dict[str, Any]:
         "time": ended,
         "worker": worker,
         "hops": [*(hops if isinstance(hops, list) else []), last],
+        **(_story(what[8]) if len(what) > 8 else {}),
     }
+
+
+def _retry_header(header: dict[str, Any]) -> tuple[Any, ...] | None:
+    """(failed tries so far, next attempt, of, due) as the header says, for a retrying message; None: not said."""
+    attempts = header.get(ATTEMPTS)
+    retry = header.get(RETRY)
+    if isinstance(retry, dict):
+        return (attempts, retry.get("attempt"), retry.get("of"), retry.get("due"), retry.get("stop"))
+    return None if attempts is None else (attempts, None, None, None, None)
+
+
+def _retry(stop: str, detail: str, message: str, more: tuple[Any, ...] | None) -> dict[str, Any]:
+    """A retrying message's ``attempt`` (the next one), ``of``, ``due`` (ISO, UTC) and ``error``.
+
+    From its header when it said them (``more``), else from the outcome's message.
+    """
+    failed, attempt, of, due, retry_stop = more if more is not None else (None, None, None, None, None)
+    said = RETRY_MESSAGE.match(message or "")
+    if said:
+        failed = failed if isinstance(failed, int) else int(said[1])
+        of = of if isinstance(of, int) else int(said[2])
+        due = due if due is not None else said[4]
+    if not isinstance(attempt, int) and isinstance(failed, int):
+        attempt = failed + 1
+    if isinstance(due, (int, float)) and not isinstance(due, bool):
+        due = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(due))
+    return {
+        "stop": retry_stop if isinstance(retry_stop, str) and retry_stop else stop,
+        "attempt": attempt if isinstance(attempt, int) else None,
+        "of": of if isinstance(of, int) else None,
+        "due": due if isinstance(due, str) and detail != IN_PLACE else None,
+        "error": said[3] if said else None,
+    }
+
+
+def _compensation_header(header: dict[str, Any]) -> list[Any] | None:
+    """[stop that failed, error type, error text, stops undone so far] of a message being compensated."""
+    told = header.get(COMPENSATING)
+    if not isinstance(told, dict):
+        return None
+    undone = told.get("undone")
+    return [told.get("stop"), told.get("error"), told.get("message"), list(undone) if isinstance(undone, list) else []]
+
+
+def _story(told: Any) -> dict[str, Any]:
+    """``failed_at``, ``error``, ``error_message`` and ``undone`` of a compensated message, as JSON."""
+    if not isinstance(told, (list, tuple)) or len(told) != 4:
+        return {}
+    stop, error, message, undone = told
+    return {"failed_at": stop, "error": error, "error_message": message, "undone": list(undone or [])}
 
 
 def where(fate: dict[str, Any]) -> str:
     """One sentence for a person: where the message is, or where it ended and why."""
     status, stop, detail = fate.get("status"), fate.get("stop"), fate.get("detail")
+    message = fate.get("message")
     if fate.get("copies"):
         first = f"copied: {detail}" if status == COPIED and detail else "copied"
         return "; ".join([first, *(f"copy {copy.get('copy')}: {where(copy)}" for copy in fate["copies"])])
     if status == IN_TRANSIT:
         return f"in transit: {detail}; waiting at or being handled by {stop}"
-    if status == "delivered":
+    if status == DELIVERED:
         return f"delivered: its route ended at {stop}"
-    if status == "dropped":
+    if status == DROPPED:
         return f"dropped at {stop}: {detail}"
-    if status == "dead_lettered":
-        message = fate.get("message")
+    if status == DEAD_LETTERED:
         return f"dead-lettered at {stop}: {detail}" + (f": {message}" if message else "")
+    if status == RETRYING:
+        return _where_retrying(fate)
+    failed = _failure(fate)
+    undone = fate.get("undone")
+    undone_text = f"; undone: {', '.join(undone)}" if undone else ""
+    if status == COMPENSATING_FATE:
+        return f"compensating after {failed}; undoing the stops done before, newest first{undone_text}"
+    if status == COMPENSATED:
+        return f"compensated after {failed}{undone_text}; dead-lettered"
+    if status == COMPENSATION_FAILED:
+        after = f" (after {failed})" if fate.get("failed_at") else ""
+        return f"compensation failed at {stop}: {message or detail}{after}{undone_text}; dead-lettered"
+    if status == EXPIRED:
+        return f"expired at {stop}: {message or detail}{undone_text}; dead-lettered"
     return "unknown"
+
+
+def _failure(fate: dict[str, Any]) -> str:
+    """ "AddEmail failed: TimeoutError: lookup timed out", from the story if known, else the fate."""
+    if fate.get("failed_at"):
+        error, text = fate.get("error"), fate.get("error_message")
+        stop = fate["failed_at"]
+    else:
+        stop, error, text = fate.get("stop"), fate.get("detail"), fate.get("message")
+    return f"{stop} failed" + (f": {error}" if error else "") + (f": {text}" if text else "")
+
+
+def _where_retrying(fate: dict[str, Any]) -> str:
+    attempt, of, due, error = fate.get("attempt"), fate.get("of"), fate.get("due"), fate.get("error")
+    count = f"attempt {attempt}" + (f" of {of}" if of else "") if attempt else ""
+    failed = f"; attempt {attempt - 1} failed: {error}" if attempt and error else ""
+    if fate.get("detail") == IN_PLACE:
+        return f"retrying at {fate.get('stop')} in place" + (f" ({count})" if count else "") + failed
+    when = ", ".join(part for part in (count, f"due at {due}" if due else "") if part)
+    topic = f" in {fate.get('detail')}" if fate.get("detail") else ""
+    return f"waiting to retry {fate.get('stop')}" + (f" ({when})" if when else "") + topic + failed

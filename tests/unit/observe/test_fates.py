@@ -263,3 +263,122 @@ async def test_the_copies_of_a_fan_out_each_have_their_fate_under_the_message():
     there.load(b"other", b'{"id": "other", "status": "delivered"}', time.time())
     assert there.get(message_id) is None
     assert there.copies == {}
+
+
+# --- recovery: retries, compensation, deadlines -------------------------------------------------
+
+DUE = 1_800_000_300  # 2027-01-15T08:05:00Z
+
+
+def retrying(envelope: Envelope, stop: str, where_: str, message: str, at: float = T0, **header) -> Outcome:
+    envelope.header.update(header)
+    return Outcome(stop, "retrying", where_, envelope=envelope, received_at=at - 0.001, elapsed=0.001, message=message)
+
+
+def test_a_retry_in_a_delay_topic_says_which_attempt_is_next_and_when_from_the_header():
+    store = FateStore(10, 60, "w1", Clock())
+    envelope = Envelope.stamp({"x": 1}, ["AddEmail", "Log"])
+    store.record(moved(envelope, "busdriver", "AddEmail", T0 - 2))
+    retry = {"stop": "AddEmail", "attempt": 3, "of": 5, "due": DUE}
+    message = "attempt 2 of 5 failed: TimeoutError: lookup timed out; next due at 2027-01-15T08:05:00Z"
+    store.record(retrying(envelope, "AddEmail", "metrobus-retry-5s", message, attempts=2, retry=retry))
+    fate = store.get(envelope.id)
+    assert fate["status"] == "retrying"
+    assert (fate["stop"], fate["detail"], fate["message"]) == ("AddEmail", "metrobus-retry-5s", message)
+    assert (fate["attempt"], fate["of"], fate["due"]) == (3, 5, "2027-01-15T08:05:00Z")
+    assert fate["error"] == "TimeoutError: lookup timed out"
+    assert where(fate) == (
+        "waiting to retry AddEmail (attempt 3 of 5, due at 2027-01-15T08:05:00Z) in metrobus-retry-5s;"
+        " attempt 2 failed: TimeoutError: lookup timed out"
+    )
+    assert not store.pending  # not an end: nothing to publish
+    # the delay agent sends it back: in transit to AddEmail again
+    store.record(moved(envelope, "metrobus-retry-5s", "AddEmail", T0 + 300))
+    assert where(store.get(envelope.id)).startswith("in transit: sent on to AddEmail by metrobus-retry-5s")
+
+
+def test_a_retry_in_place_is_read_from_the_message_when_the_header_does_not_say():
+    store = FateStore(10, 60, "w1", Clock())
+    envelope = Envelope.stamp({"x": 1}, ["AddEmail"])
+    message = "attempt 2 of 5 failed: ConnectionError: refused; next in place"
+    store.record(retrying(envelope, "AddEmail", "in place", message))
+    fate = store.get(envelope.id)
+    assert (fate["attempt"], fate["of"], fate["due"], fate["error"]) == (3, 5, None, "ConnectionError: refused")
+    assert where(fate) == "retrying at AddEmail in place (attempt 3 of 5); attempt 2 failed: ConnectionError: refused"
+    # a delay topic's due time read from the message, the header silent too
+    other = Envelope.stamp({"x": 2}, ["AddEmail"])
+    message = "attempt 3 of 5 failed: TimeoutError: slow; next due at 2026-12-01T11:50:00Z"
+    store.record(retrying(other, "AddEmail", "metrobus-retry-60s", message))
+    assert where(store.get(other.id)).startswith(
+        "waiting to retry AddEmail (attempt 4 of 5, due at 2026-12-01T11:50:00Z) in metrobus-retry-60s"
+    )
+    # nothing to go by: still a sentence
+    bare = Envelope.stamp({"x": 3}, ["AddEmail"])
+    store.record(retrying(bare, "AddEmail", "in place", ""))
+    assert where(store.get(bare.id)) == "retrying at AddEmail in place"
+
+
+def test_retrying_and_compensating_never_replace_an_end():
+    store = FateStore(10, 60, "w1", Clock())
+    envelope = Envelope.stamp({"x": 1}, ["AddEmail"])
+    store.record(ended(envelope, "AddEmail", "delivered"))
+    store.record(retrying(envelope, "AddEmail", "in place", "attempt 1 of 3 failed: TimeoutError: t; next in place"))
+    store.record(Outcome("AddEmail", "compensating", "KeyError", envelope=envelope, received_at=T0, elapsed=0.001))
+    assert store.get(envelope.id)["status"] == "delivered"
+    assert len(store.pending) == 1
+
+
+def being_compensated(envelope: Envelope, failed_at: str, error: str, text: str, undone: list[str]) -> Envelope:
+    """The header as wire.compensation.begin and undone leave it."""
+    envelope.header["compensating"] = {"stop": failed_at, "error": error, "message": text, "undone": undone}
+    return envelope
+
+
+def test_a_compensated_message_says_which_stop_failed_why_and_what_was_undone():
+    store = FateStore(10, 60, "w1", Clock())
+    envelope = Envelope.stamp({"order": 7}, ["Reserve", "Charge", "Ship"])
+    being_compensated(envelope, "Ship", "Fault", "no courier", [])
+    store.record(ended(envelope, "Ship", "compensating", "Fault", at=T0 - 2, message="no courier"))
+    fate = store.get(envelope.id)
+    assert fate["status"] == "compensating" and (fate["failed_at"], fate["undone"]) == ("Ship", [])
+    assert (
+        where(fate) == "compensating after Ship failed: Fault: no courier; undoing the stops done before, newest first"
+    )
+    assert not store.pending
+    being_compensated(envelope, "Ship", "Fault", "no courier", ["Charge"])
+    store.record(ended(envelope, "Charge", "compensating", "Fault", at=T0 - 1, message="no courier"))
+    assert where(store.get(envelope.id)).endswith("newest first; undone: Charge")
+    being_compensated(envelope, "Ship", "Fault", "no courier", ["Charge", "Reserve"])
+    store.record(ended(envelope, "Reserve", "compensated", "Fault", message="no courier"))
+    fate = store.get(envelope.id)
+    assert (fate["status"], fate["stop"], fate["failed_at"]) == ("compensated", "Reserve", "Ship")
+    assert where(fate) == "compensated after Ship failed: Fault: no courier; undone: Charge, Reserve; dead-lettered"
+    # published and read back by another worker: the same story
+    other = FateStore(10, 60, "w2", Clock())
+    other.load(None, store.drain(), T0)
+    assert other.get(envelope.id) == fate
+
+
+def test_a_failed_compensation_and_an_expired_message_are_ends_with_their_sentences():
+    store = FateStore(10, 60, "w1", Clock())
+    stuck = being_compensated(Envelope.stamp({}, ["Reserve", "Ship"]), "Ship", "KeyError", "'courier'", [])
+    store.record(ended(stuck, "Reserve", "compensation_failed", "CompensationFailed", message="release: refused"))
+    late = Envelope.stamp({}, ["Reserve", "Ship"], deadline_s=1)
+    store.record(ended(late, "Ship", "expired", "DeadlinePassed", message="2.5 s past its deadline"))
+    plain = Envelope.stamp({}, ["Ship"])  # no compensation story in its header
+    store.record(ended(plain, "Ship", "compensated", "KeyError", message="'courier'"))
+    assert where(store.get(stuck.id)) == (
+        "compensation failed at Reserve: release: refused (after Ship failed: KeyError: 'courier'); dead-lettered"
+    )
+    assert where(store.get(late.id)) == "expired at Ship: 2.5 s past its deadline; dead-lettered"
+    assert where(store.get(plain.id)) == "compensated after Ship failed: KeyError: 'courier'; dead-lettered"
+    other = FateStore(10, 60, "w2", Clock())
+    other.load(None, store.drain(), T0)
+    assert [other.get(e.id)["status"] for e in (stuck, late, plain)] == [
+        "compensation_failed",
+        "expired",
+        "compensated",
+    ]
+    assert (
+        decode_fate("x", json.dumps(["expired", "S", "DeadlinePassed", "", [], "w", 1.0, 2.0]).encode())["stop"] == "S"
+    )

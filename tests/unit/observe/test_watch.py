@@ -114,3 +114,23 @@ async def test_fates_drained_by_the_watch_loop_are_sent_before_the_commit_hooks_
         assert len(sent) == 53 and len(set(sent)) == 53
     finally:
         app.bus.sender = real
+
+
+async def test_a_message_retrying_here_is_looked_up_on_the_other_workers_too():
+    app = create_app(Settings(app_id="unit-find-retry", store="memory://"))
+    watch = app.watch
+    envelope = Envelope.stamp({"x": 1}, ["A"])
+    message = "attempt 1 of 3 failed: TimeoutError: slow; next due at 2026-12-01T11:50:00Z"
+    watch.fates.record(
+        Outcome("A", "retrying", "metrobus-retry-5s", envelope=envelope, message=message, received_at=time.time())
+    )
+    assert watch.fates.get(envelope.id)["status"] == "retrying"
+
+    async def answer(request: web.Request) -> web.Response:  # the worker it came back to delivered it
+        return web.json_response({"id": envelope.id, "status": "delivered", "stop": "A", "time": 1.0})
+
+    peer = web.Application()
+    peer.router.add_get("/metrobus/messages/{id}", answer)
+    async with serving(peer) as peer_url:
+        watch.take_snapshot(b"b:1", json.dumps({"url": peer_url, "time": time.time()}).encode())
+        assert (await watch.find(envelope.id))["status"] == "delivered"  # an end wins, however old
