@@ -4,13 +4,19 @@
   place (a record replayed by ``deadletters replay`` carries its old id in a Kafka header and
   is not counted as pushed again).
 - The **fates topic** (``<app id>-fates``, published by ``observe/cluster_view.py`` and before every offset
-  commit, see ``runtime/delivery.py``) says how each message ended: delivered, dropped, dead-lettered.
+  commit, see ``runtime/delivery.py``) says how each message ended: delivered, dropped, dead-lettered,
+  compensated, compensation failed or expired (``wire.outcome.TERMINAL``).
 - ``<app id>-replayed`` records which dead letters were sent back (``dead_letters.py``), so a
   replayed message's second fate is not a duplicate.
 
-pushed = delivered + dropped + dead-lettered, each message counted once by its last fate;
-a message with more fates than 1 + its replays was processed more than once (at least once:
-after a crash, the messages in flight are taken again) and is listed as a duplicate.
+pushed = delivered + dropped + dead-lettered + compensated + compensation failed + expired,
+each message counted once by its last fate; a message with more fates than 1 + its replays
+was processed more than once (at least once: after a crash, the messages in flight are
+taken again) and is listed as a duplicate. The ends of recovery also put the message in the
+dead-letter topic, but their fate is one (``compensated``, not also ``dead_lettered``): each
+is counted once, under its own name, and ``dead_lettered`` stays the messages that failed
+without compensation. Retrying and compensating are not ends: a message whose last fate
+was one of them has no fate on the topic and is unaccounted.
 """
 
 from __future__ import annotations
@@ -27,9 +33,16 @@ from metrobus_app.observe.fates import decode_fate, fate_lines
 from metrobus_app.runtime.clients import read_topic
 from metrobus_app.wire.envelope import loads_or_none
 from metrobus_app.wire.ids import REPLAY_ID_HEADER, kafka_header, source_id
+from metrobus_app.wire.outcome import (
+    COMPENSATED,
+    COMPENSATION_FAILED,
+    DEAD_LETTERED,
+    DELIVERED,
+    DROPPED,
+    EXPIRED,
+    TERMINAL,
+)
 from metrobus_app.wire.topics import fates_topic, replayed_topic
-
-TERMINAL = ("delivered", "dropped", "dead_lettered")
 
 
 @dataclass
@@ -56,9 +69,12 @@ class Reconciliation:
     def as_dict(self) -> dict[str, Any]:
         return {
             "pushed": self.pushed,
-            "delivered": self.fates["delivered"],
-            "dropped": self.fates["dropped"],
-            "dead_lettered": self.fates["dead_lettered"],
+            "delivered": self.fates[DELIVERED],
+            "dropped": self.fates[DROPPED],
+            "dead_lettered": self.fates[DEAD_LETTERED],
+            "compensated": self.fates[COMPENSATED],
+            "compensation_failed": self.fates[COMPENSATION_FAILED],
+            "expired": self.fates[EXPIRED],
             "accounted": self.accounted,
             "unaccounted": len(self.unaccounted),
             "unaccounted_ids": self.unaccounted[:100],
@@ -83,6 +99,15 @@ class Reconciliation:
             f"delivered:     {self.fates['delivered']}",
             f"dropped:       {self.fates['dropped']}{by('dropped')}",
             f"dead-lettered: {self.fates['dead_lettered']}{by('dead_lettered')}",
+            *(
+                f"{label:<15}{self.fates[fate]}{by(fate)}  (dead-lettered too)"
+                for fate, label in (
+                    (COMPENSATED, "compensated:"),
+                    (COMPENSATION_FAILED, "undo failed:"),
+                    (EXPIRED, "expired:"),
+                )
+                if self.fates[fate]
+            ),
             f"accounted for: {self.accounted} of {self.pushed}; unaccounted: {len(self.unaccounted)}"
             + (f" (first: {', '.join(self.unaccounted[:5])})" if self.unaccounted else ""),
             f"duplicates:    {len(self.duplicates)} messages had {sum(self.duplicates.values())} fates more than once"
@@ -135,7 +160,7 @@ def reconcile(
             by_copy[str(fate.get("copy", ""))].append(fate)
         last = by_copy[min(by_copy)][-1]
         result.fates[last["status"]] += 1
-        if last["status"] != "delivered":
+        if last["status"] != DELIVERED:
             result.reasons[last["status"]][str(last.get("detail", ""))] += 1
         extra = sum(len(copies) - 1 for copies in by_copy.values()) - replays[message_id]
         if extra > 0:
