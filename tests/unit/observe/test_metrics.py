@@ -61,3 +61,32 @@ def test_prometheus_buckets_are_cumulative_and_exact_at_their_edges():
     assert buckets["+Inf"] == 10
     values = [v for _, v in cumulative(counts)]
     assert values == sorted(values)
+
+
+def test_retries_compensations_and_expiry_have_metrics_and_a_gauge_of_messages_waiting_to_retry():
+    app = create_app(Settings(app_id="unit-metrics-recovery", store="memory://"))
+    stats = app.bus.stats
+    for _ in range(2):
+        record(stats, "AddEmail", "retrying", "in place")
+    for _ in range(5):
+        record(stats, "AddEmail", "retrying", "metrobus-retry-5s")
+    record(stats, "WhiteList", "retrying", "metrobus-retry-60s")
+    for _ in range(3):
+        record(stats, "metrobus-retry-5s", "forwarded", "AddEmail")  # its delay agent sent 3 back
+    record(stats, "AddEmail", "compensating", "TimeoutError")
+    record(stats, "busdriver", "compensated", "TimeoutError")
+    record(stats, "WhiteList", "compensation_failed", "CompensationFailed")
+    record(stats, "WhiteList", "expired", "DeadlinePassed")
+    record(stats, "WhiteList", "expired", "DeadlinePassed")
+    got = samples(exposition(app.watch.metrics).decode())
+    assert got[("metrobus_retried_total", (("stop", "AddEmail"), ("where", "in place")))] == 2
+    assert got[("metrobus_retried_total", (("stop", "AddEmail"), ("where", "metrobus-retry-5s")))] == 5
+    assert got[("metrobus_retried_total", (("stop", "WhiteList"), ("where", "metrobus-retry-60s")))] == 1
+    assert got[("metrobus_compensating_total", (("error", "TimeoutError"), ("stop", "AddEmail")))] == 1
+    assert got[("metrobus_compensated_total", (("error", "TimeoutError"), ("stop", "busdriver")))] == 1
+    assert got[("metrobus_compensation_failed_total", (("stop", "WhiteList"),))] == 1
+    assert got[("metrobus_compensation_failed_total", (("stop", "AddEmail"),))] == 0
+    assert got[("metrobus_expired_total", (("stop", "WhiteList"),))] == 2
+    assert got[("metrobus_waiting_to_retry", ())] == 5 - 3 + 1
+    # none of them is counted as dead-lettered
+    assert not [key for key in got if key[0] == "metrobus_dead_lettered_total"]
