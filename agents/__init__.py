@@ -1,1 +1,1 @@
-"""The stops of the demo bus: busdriver -> AddEmail -> WhiteList -> Log, and the pusher."""
+"""The stops of the demo bus: busdriver -> (Quota ->) AddEmail -> WhiteList -> Log, and the pusher."""

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from metrobus_app.application import MetrobusApp, create_app
     from metrobus_app.config.settings import Settings
     from metrobus_app.core.bus import Bus
-    from metrobus_app.core.retry import Backoff, Retry
+    from metrobus_app.core.retry import Backoff, Retry, exponential, fixed
     from metrobus_app.core.route import Route
     from metrobus_app.errors import ConfigError, Drop, Fault, InvalidEnvelope, MetrobusError, UnknownStop
     from metrobus_app.wire.compensation import remember
@@ -41,6 +41,8 @@ _PUBLIC = {
     "Settings": "metrobus_app.config.settings",
     "UnknownStop": "metrobus_app.errors",
     "create_app": "metrobus_app.application",
+    "exponential": "metrobus_app.core.retry",
+    "fixed": "metrobus_app.core.retry",
     "remember": "metrobus_app.wire.compensation",
 }
 _DEFAULT_APP = ("app", "bus", "busdriver", "settings", "stop")
@@ -80,6 +82,8 @@ __all__ = [
     "bus",
     "busdriver",
     "create_app",
+    "exponential",
+    "fixed",
     "remember",
     "settings",
     "stop",

@@ -27,6 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 FAUST = [sys.executable, "-m", "faust", "-A", "metrobus_app"]
 
 
+# ALTDEF records take a sending slot first, which is given back if the message fails later.
+QUOTA_RULE = (
+    "routes",
+    "set",
+    "quota",
+    "--when",
+    "message_type_code=ALTDEF",
+    "--route",
+    "Quota,AddEmail,WhiteList,Log",
+    "--description",
+    "takes a sending slot, given back (compensated) when the mail server refuses the message",
+)
+
+
 class DemoError(click.ClickException):
     """A step of the demo failed; the message says which and where its log is."""
 
@@ -113,13 +127,18 @@ def wait_for_caches(worker: subprocess.Popen[bytes], url: str, log: Path, want: 
         time.sleep(1)
 
 
+SHOWN = ("retried", "dropped", "dead_lettered", "compensating", "compensated", "expired", "delivered")
+
+
 def summary(stops: dict[str, dict]) -> str:
-    """One line: what each stop received, dropped, dead-lettered and delivered."""
+    """One line: what each stop received, retried, dropped, dead-lettered, compensated and delivered."""
     parts = []
     for name, counts in stops.items():
+        if "-retry-" in name and not counts["received"]:  # a delay topic's agent with nothing to send back
+            continue
         text = f"{name} {counts['received']} in"
-        for fate in ("dropped", "dead_lettered", "delivered"):
-            if counts[fate]:
+        for fate in SHOWN:
+            if counts.get(fate):
                 text += f", {counts[fate]} {fate.replace('_', '-')}"
         parts.append(text)
     return " | ".join(parts)
@@ -191,6 +210,20 @@ def ignore_signals() -> None:
     default=ROOT / ".metrobus" / "demo",
     help="Logs and worker state of this run (emptied at start).",
 )
+@click.option(
+    "--flaky-every",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="The first contact lookup of every Nth record times out (AddEmail retries it); 0: never.",
+)
+@click.option(
+    "--fault-every",
+    type=click.IntRange(min=0),
+    default=25,
+    show_default=True,
+    help="The mail server refuses every Nth record for good (the Quota slot is given back); 0: never.",
+)
 def main(
     rate: float,
     accounts: int,
@@ -200,6 +233,8 @@ def main(
     web_port: int,
     data_dir: Path,
     state_dir: Path,
+    flaky_every: int,
+    fault_every: int,
 ) -> None:
     """Run the demo bus: pusher -> busdriver -> AddEmail -> WhiteList -> Log."""
     # Stop cleanly on SIGTERM as on Ctrl-C, and on Ctrl-C's SIGINT also when started in the
@@ -220,9 +255,11 @@ def main(
             env.update(
                 METROBUS_BROKER=broker.url, METROBUS_DATA_DIR=str(state / "worker"), METROBUS_WEB_PORT=str(web_port)
             )
+            env.update(DEMO_FLAKY_EVERY=str(flaky_every), DEMO_FAULT_EVERY=str(fault_every))
             if not (data / "whitelist.dat").exists():
                 faust(env, "make-data", "--out", str(data), "--accounts", str(accounts))
             faust(env, "warm", "--emails", str(data / "emails.dat"), "--whitelist", str(data / "whitelist.dat"))
+            faust(env, *QUOTA_RULE)
             worker_log = state / "worker.log"
             worker = background(stack, env, worker_log, "worker", "-l", "info")
             url = f"http://127.0.0.1:{web_port}/metrobus/"

@@ -63,6 +63,11 @@ def register_routes_command(app: faust.App, rules: RouteRules) -> None:
         option("--when", multiple=True, help="set: FIELD=VALUE, the field equals the value; repeat for more."),
         option("--match", "match_json", help='set: the whole match as JSON, e.g. \'{"amount": {"min": 100}}\'.'),
         option("--description", help="set: what the rule is for."),
+        option(
+            "--deadline-s",
+            type=click.FloatRange(min=0, min_open=True),
+            help="set: the message must reach each stop within this many seconds, or it expires.",
+        ),
         option("--position", type=click.IntRange(min=1), help="set: put the rule at this place (1 is first)."),
         option("--before", help="set: put the rule before this one."),
         option("--after", help="set: put the rule after this one."),
@@ -76,6 +81,7 @@ def register_routes_command(app: faust.App, rules: RouteRules) -> None:
         when: tuple[str, ...],
         match_json: str | None,
         description: str | None,
+        deadline_s: float | None,
         position: int | None,
         before: str | None,
         after: str | None,
@@ -108,6 +114,8 @@ def register_routes_command(app: faust.App, rules: RouteRules) -> None:
                 rule["route"] = parse_route_text([route_text])
             if description is not None:
                 rule["description"] = description
+            if deadline_s is not None:
+                rule["deadline_s"] = deadline_s
             revision = await editor.put(rule, position=position, before=before, after=after)
             click.echo(f"rule {name!r} {'replaced' if old else 'added'}: revision {revision}")
         elif action == "remove":

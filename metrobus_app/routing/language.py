@@ -40,7 +40,7 @@ from metrobus_app.errors import MetrobusError
 from metrobus_app.wire.steps import Step, parse_step, step_text, stops_of
 
 CONDITIONS = ("equals", "in", "exists", "min", "max")
-RULE_KEYS = ("name", "match", "route", "description")
+RULE_KEYS = ("name", "match", "route", "description", "deadline_s")
 META_KEYS = ("revision", "updated_at", "updated_by")
 DEFAULT = "default"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
@@ -69,6 +69,7 @@ class Rule:
     name: str
     test: Test
     route: tuple[Step, ...]
+    deadline_s: float | None = None  # the message must reach each stop within this many seconds
 
 
 class RuleSet:
@@ -81,10 +82,15 @@ class RuleSet:
 
     def route_for(self, record: Mapping[str, Any]) -> tuple[Step, ...]:
         """The route of the first rule that matches ``record``, or the default route."""
+        rule = self.first_match(record)
+        return self.default if rule is None else rule.route
+
+    def first_match(self, record: Mapping[str, Any]) -> Rule | None:
+        """The first rule that matches ``record``, or None (the default route then)."""
         for rule in self.rules:
             if rule.test(record):
-                return rule.route
-        return self.default
+                return rule
+        return None
 
     def rule_for(self, record: Mapping[str, Any]) -> str:
         """The name of the rule that matches ``record`` first, or ``"default"``."""
@@ -101,7 +107,12 @@ def compile_rules(document: Any, known_stops: Collection[str] | None = None) -> 
     """
     canonical = normalize(document, known_stops)
     rules = tuple(
-        Rule(rule["name"], _compile_match(rule["match"], f"rule {rule['name']!r}"), _steps(rule["route"]))
+        Rule(
+            rule["name"],
+            _compile_match(rule["match"], f"rule {rule['name']!r}"),
+            _steps(rule["route"]),
+            rule.get("deadline_s"),
+        )
         for rule in canonical["rules"]
     )
     return RuleSet(canonical, rules, _steps(canonical[DEFAULT]))
@@ -153,6 +164,11 @@ def normalize_rule(rule: Any, known_stops: Collection[str] | None = None, *, whe
         if not isinstance(rule["description"], str):
             raise RuleError(f"{where}: 'description' is text, got {_kind(rule['description'])}")
         canonical["description"] = rule["description"]
+    if "deadline_s" in rule:
+        deadline = rule["deadline_s"]
+        if isinstance(deadline, bool) or not isinstance(deadline, int | float) or not 0 < deadline < math.inf:
+            raise RuleError(f"{where}: 'deadline_s' is a number of seconds above 0, got {deadline!r}")
+        canonical["deadline_s"] = deadline
     return canonical
 
 

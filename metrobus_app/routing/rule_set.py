@@ -45,7 +45,8 @@ from metrobus_app.routing.language import (
     remove_rule,
     set_default,
 )
-from metrobus_app.wire.steps import Step
+from metrobus_app.wire.envelope import Envelope
+from metrobus_app.wire.steps import Step, stamp
 
 if TYPE_CHECKING:
     from faust.types import ProducerT
@@ -108,11 +109,20 @@ class RouteRules:
 
     # --- reading (the busdriver, per record) ---------------------------------------------
 
-    async def route(self, record: Mapping[str, Any]) -> tuple[Step, ...]:
-        """The route of ``record`` by the rules in use; waits only until the stored rules are loaded."""
+    async def route(self, record: Mapping[str, Any]) -> tuple[Step, ...] | Envelope:
+        """The route of ``record`` by the rules in use; waits only until the stored rules are loaded.
+
+        A rule with ``deadline_s`` gives the envelope, stamped with that deadline.
+        """
         if not self.cache.ready.is_set():
             await self.cache.ready.wait()
-        return self.active().route_for(record)
+        active = self.active()
+        rule = active.first_match(record)
+        if rule is None:
+            return active.default
+        if rule.deadline_s is None:
+            return rule.route
+        return stamp(dict(record), rule.route, deadline_s=rule.deadline_s)
 
     def active(self) -> RuleSet:
         """The rule set in use, compiled again only when the stored one changed."""

@@ -294,3 +294,20 @@ async def test_a_stored_rule_set_this_worker_cannot_use_is_refused_and_the_old_o
     assert list(await stored.route({})) == ["Review"]
     assert "route names unknown stop 'NewStop'" in stored.view()["refused"]
     assert "stored revision 2 refused" in caplog.text
+
+
+def test_a_rule_may_give_its_messages_a_deadline_and_a_bad_one_is_refused():
+    rules = compile_rules(
+        {
+            "default": ["Log"],
+            "rules": [{"name": "urgent", "match": {"priority": "high"}, "route": ["AddEmail"], "deadline_s": 2.5}],
+        }
+    )
+    assert rules.first_match({"priority": "high"}).deadline_s == 2.5
+    assert rules.first_match({"priority": "low"}) is None
+    assert rules.route_for({"priority": "low"}) == ("Log",)
+    for bad in (0, -1, "2", True, float("inf")):
+        with pytest.raises(RuleError, match="'deadline_s' is a number of seconds above 0"):
+            compile_rules(
+                {"default": ["Log"], "rules": [{"name": "x", "match": {"a": 1}, "route": ["Log"], "deadline_s": bad}]}
+            )
