@@ -308,7 +308,7 @@ def _buckets(counts: Mapping[int, int]) -> dict[str, int]:
 
 
 def _letter(
-    time_: float, stop: str, error: str, message: str, id_: str | None, payload: Any, fate: str
+    time_: float, stop: str, error: str, message: str, id_: str | None, payload: Any, fate: str = DEAD_LETTERED
 ) -> dict[str, Any]:
     return {
         "time": time_,
