@@ -107,11 +107,18 @@ class FateStore:
         now = outcome.received_at + outcome.elapsed
         hops = header.get("hops")
         fate = outcome.fate
+        what: tuple[Any, ...]
         if fate == FORWARDED:
-            self._on_the_way(message_id, (now, False, (outcome.stop, outcome.detail, hops, self.worker)))
+            told = header.get(COMPENSATING)
+            if not isinstance(told, dict):
+                self._on_the_way(message_id, (now, False, (outcome.stop, outcome.detail, hops, self.worker)))
+                return
+            # sent on to the next stop to undo: still compensating, for the failure it tells
+            story, message = _compensation_header(header), str(told.get("message") or "")[:MESSAGE_CHARS]
+            what = (outcome.stop, str(told.get("error") or ""), hops, self.worker, COMPENSATING_FATE, message, story)
+            self._on_the_way(message_id, (now, False, what))
             return
         message = outcome.message[:MESSAGE_CHARS]
-        what: tuple[Any, ...]
         if fate in (RETRYING, COMPENSATING_FATE):
             more = _retry_header(header) if fate == RETRYING else _compensation_header(header)
             what = (outcome.stop, outcome.detail, hops, self.worker, fate, message, more)
@@ -119,8 +126,16 @@ class FateStore:
             return
         what = (fate, outcome.stop, outcome.detail, message, hops, self.worker, outcome.received_at, now)
         if fate in RECOVERY_ENDS:
+            # Which stop failed, and what was undone (a ninth field): from the header, else
+            # from what this store kept while the message was being compensated.
             told = _compensation_header(header)
-            if told is not None:  # which stop failed, and what was undone: a ninth field
+            if told is None:
+                held = self.entries.get(message_id)
+                if held is not None and not held[1] and len(held[2]) == 7 and held[2][4] == COMPENSATING_FATE:
+                    told = held[2][6]
+                    if fate == COMPENSATED and told is not None and outcome.stop not in told[3]:
+                        told = [*told[:3], [*told[3], outcome.stop]]  # the stop that ended it undid its part last
+            if told is not None:
                 what = (*what, told)
         self._put(message_id, (now, True, what))
         self.pending.append((message_id, what))  # encoded by ``drain``, off the message path
@@ -368,6 +383,9 @@ def where(fate: dict[str, Any]) -> str:
     if status == COMPENSATING_FATE:
         return f"compensating after {failed}; undoing the stops done before, newest first{undone_text}"
     if status == COMPENSATED:
+        if not fate.get("failed_at"):  # the stop that failed is not known here, only the last one undone
+            error = f"{detail}: {message}" if detail and message else detail or message
+            return f"compensated after {error or 'a failure'}; the last stop undone: {stop}; dead-lettered"
         return f"compensated after {failed}{undone_text}; dead-lettered"
     if status == COMPENSATION_FAILED:
         after = f" (after {failed})" if fate.get("failed_at") else ""
