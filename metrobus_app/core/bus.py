@@ -190,11 +190,16 @@ class Bus:
                 continue
 
             async def run(stream: faust.StreamT[Any], topic: str = topic) -> AsyncIterator[Outcome]:
-                async for outcome in serve_agent(stream, partial(self.recovery.send_back, topic), self.idleness):
+                async for outcome in serve_agent(stream, partial(self._send_back, topic), self.idleness):
                     yield outcome
 
             run.__name__ = run.__qualname__ = topic
             self.agents[topic] = self.app.agent(self.topic(topic), name=f"metrobus.{topic}")(run)
+
+    async def _send_back(self, topic: str, key: bytes | None, raw: bytes | None, message: Any = None) -> Outcome:
+        """A delay topic's agent: send one message back to its stop when due, observed like a stop's."""
+        received_at, started = time.time(), time.perf_counter()
+        return self._observed(await self.recovery.send_back(topic, key, raw), received_at, started)
 
     def busdriver(self, name: str = "busdriver") -> Callable[[RouteFunction], RouteFunction]:
         """Declare the busdriver: ``fn(record)`` returns the route (stops in travel order).

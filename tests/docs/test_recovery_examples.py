@@ -151,11 +151,6 @@ async def test_a_longer_wait_goes_through_a_delay_topic_and_comes_back_when_due(
     assert stats["stops"]["AddEmail"]["retried_by_where"] == {"in place": 3, "docs-rec-retry-5s": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Recovery.send_back's outcomes reach no observer (Bus._add_delay_agents), so the delay topic's "
-    "forwarded count stays 0 and waiting_to_retry never goes down",
-)
 async def test_a_message_sent_back_from_a_delay_topic_no_longer_counts_as_waiting(retrying, monkeypatch):
     bus, example = retrying
     flaky(example, monkeypatch, fails=4)
