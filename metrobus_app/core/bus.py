@@ -83,6 +83,7 @@ class Bus:
         self.rule_set_listeners: list[Callable[[Any], None]] = []
         self._known_stops: frozenset[str] | None = None
         self.recovery = Recovery(self)  # retry policies, compensations, delay topics (core/recovery.py)
+        self._undos = self.recovery.undos  # the stops with a compensation, looked up on every message
 
     @property
     def sender(self) -> Sender:
@@ -280,10 +281,12 @@ class Bus:
         except InvalidEnvelope as exc:
             return await self.dead_letter(stop, key, raw, exc)
         header = envelope.header
-        if RETRY in header or DEADLINE in header or COMPENSATING in header:
+        retried = False
+        if not header.keys().isdisjoint(RECOVERY_FIELDS):  # rare: one C call when none is there
             arrived = await self.recovery.on_arrival(stop, fn, key, raw, envelope, received_at)
             if arrived is not None:
                 return arrived
+            retried = ATTEMPTS in header
         if FANOUT in header:  # a 0.0.x stop may have passed a fan-out step: copy it here
             await self._send_late_copies(stop, key, envelope)
         try:
@@ -297,9 +300,9 @@ class Bus:
             return await self.recovery.failed(stop, fn, key, raw, envelope, exc, received_at, time.perf_counter())
         if payload is None:
             return self._dropped(stop, f"{stop} returned None", envelope)
-        if ATTEMPTS in header:  # the count is per stop: the next one starts at none
+        if retried:  # the count is per stop: the next one starts at none
             del header[ATTEMPTS]
-        if stop in self.recovery.undos:
+        if stop in self._undos:
             push_undo(envelope, stop, take_log())
         original, envelope.payload = envelope.payload, payload
         try:
@@ -463,3 +466,5 @@ def _awaitable(result: object) -> TypeIs[Awaitable[Any]]:
 
 
 _PLAIN = frozenset({dict, list, str, int, float, bool})
+# Header fields that make recovery look at a message on arrival (core/recovery.py).
+RECOVERY_FIELDS = frozenset({RETRY, DEADLINE, COMPENSATING, ATTEMPTS})

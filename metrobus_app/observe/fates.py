@@ -108,6 +108,16 @@ class FateStore:
         hops = header.get("hops")
         fate = outcome.fate
         what: tuple[Any, ...]
+        if fate == FORWARDED and COMPENSATING not in header:  # most outcomes: inline, no call
+            entries = self.entries
+            old = entries.get(message_id)
+            entry = (now, False, (outcome.stop, outcome.detail, hops, self.worker))
+            if old is None:
+                self._put(message_id, entry)
+            elif not old[1]:  # a later hop: the key is known and the store does not grow
+                entries.move_to_end(message_id)
+                entries[message_id] = entry
+            return
         if fate == FORWARDED:
             told = header.get(COMPENSATING)
             if not isinstance(told, dict):
