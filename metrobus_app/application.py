@@ -6,7 +6,7 @@ import gc
 import logging
 import os
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import faust
 import mode.loop
@@ -23,6 +23,8 @@ from metrobus_app.config.settings import Settings
 from metrobus_app.core.bus import Bus
 from metrobus_app.errors import ConfigError
 from metrobus_app.observe.cluster_view import Watch
+from metrobus_app.observe.tracing import configure as configure_tracing
+from metrobus_app.observe.tracing import shutdown as shutdown_tracing
 from metrobus_app.routing.rule_set import RouteRules
 from metrobus_app.runtime.broker_health import BROKER_NAMES, fetch_wait_ms, wait_for_broker, watch_broker
 from metrobus_app.runtime.compat import install_init_producer_id_v3
@@ -52,6 +54,8 @@ class Worker(faust.Worker):
         """Make the data dir before anything starts; one line and exit 1 when it cannot be made."""
         try:
             prepare_data_dir(self.workdir / self.app.conf.datadir)  # relative to --workdir, as Faust's is
+            app = cast(MetrobusApp, self.app)
+            app.bus.tracing = configure_tracing(app.settings)  # in the worker only: commands trace nothing
         except ConfigError as exc:
             raise SystemExit(f"metrobus: {exc}") from None
         super().execute_from_commandline()
@@ -95,6 +99,12 @@ class MetrobusApp(faust.App):
         log.info("broker: %s; fetch wait %d ms", BROKER_NAMES[self.broker_kind], self.fetch_wait_ms)
         if self.settings.processing_guarantee == EXACTLY_ONCE and self.broker_kind == "tansu":
             install_init_producer_id_v3()  # Tansu refuses aiokafka's v0; Kafka takes it (runtime/compat.py)
+
+    async def on_stop(self) -> None:
+        """Faust's stop, then what the tracing SDK still holds is sent."""
+        await super().on_stop()
+        if self.bus.tracing is not None:
+            shutdown_tracing()
 
     async def start_bus(self) -> None:
         """Create the bus's topics, then load and follow the caches until the worker stops."""

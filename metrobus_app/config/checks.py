@@ -22,6 +22,7 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
 GUARANTEES = (AT_LEAST_ONCE, EXACTLY_ONCE)
 MODES = ("writes", "all")
+TRACING = ("off", "on")
 MIN_TOKEN_CHARS = 16
 ENABLE = "set METROBUS_ADMIN_TOKEN (or METROBUS_ADMIN_TOKEN_FILE) and restart the worker"
 
@@ -32,6 +33,15 @@ def check(settings: Settings) -> None:
     check_guarantee(settings)
     check_web_auth(settings)
     check_retry(settings)
+    check_tracing(settings)
+
+
+def check_tracing(settings: Settings) -> None:
+    """Tracing is on or off; the sample ratio a share between 0 and 1."""
+    if settings.tracing not in TRACING:
+        raise ConfigError(f"METROBUS_TRACING={settings.tracing!r}: use {' or '.join(TRACING)}")
+    if not 0 <= settings.trace_sample_ratio <= 1:
+        raise ConfigError(f"METROBUS_TRACE_SAMPLE_RATIO={settings.trace_sample_ratio}: give a share between 0 and 1")
 
 
 def check_retry(settings: Settings) -> None:

@@ -87,6 +87,17 @@ class Settings:
         "Seconds of the bus's delay topics (<app id>-retry-<seconds>s), comma-separated; a wait goes to the "
         "shortest tier at least as long (else the longest) and leaves it when due.",
     )
+    tracing: str = _setting(
+        "off",
+        "METROBUS_TRACING",
+        "on: a span per hop with OpenTelemetry, exported as the OTEL_* variables say (OTLP by default; needs "
+        "pip install 'metrobus[tracing]' unless an SDK is set up already); off: no tracing work at all.",
+    )
+    trace_sample_ratio: float = _setting(
+        1.0,
+        "METROBUS_TRACE_SAMPLE_RATIO",
+        "Share of new traces kept (0 to 1); a trace a producer started keeps its own decision.",
+    )
     max_hops: int = _setting(
         64, "METROBUS_MAX_HOPS", "Most stops a message may be sent to; a route's header.max_hops overrides it."
     )
@@ -184,6 +195,14 @@ def _show(env: str, value: Any) -> str:
 def _convert(env: str, kind: type, raw: str) -> Any:
     if kind is tuple:
         return _split(raw)
+    if kind is float:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ConfigError(f"{env}={raw!r} is not a number") from None
+        if not 0 <= number < float("inf"):
+            raise ConfigError(f"{env}={raw!r} must be a number of 0 or more")
+        return number
     if kind is int:
         try:
             value = int(raw)

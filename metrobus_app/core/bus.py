@@ -13,6 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import faust
+import orjson
 
 from metrobus_app.caches.cache import Cache
 from metrobus_app.config.settings import Settings
@@ -22,6 +23,7 @@ from metrobus_app.core.retry import Retry
 from metrobus_app.core.route import RouteStop, fan_out, late_copies
 from metrobus_app.errors import Drop, InvalidEnvelope, UnknownStop
 from metrobus_app.observe.stats import BusStats
+from metrobus_app.observe.tracing import Tracing, from_kafka_headers, kafka_headers
 from metrobus_app.runtime.intake import Idleness, serve_agent, timestamp_ms
 from metrobus_app.runtime.producing import too_large
 from metrobus_app.runtime.raw_schema import RawSchema
@@ -31,8 +33,10 @@ from metrobus_app.wire.envelope import (
     COMPENSATING,
     DEADLINE,
     HISTORICAL_ROUTE,
+    HOPS,
     REPLAYS,
     RETRY,
+    TRACE,
     Envelope,
     arriving,
     decode_object,
@@ -52,7 +56,7 @@ StopFunction = Callable[[Any], Any]  # what runs a message: fn(payload), or a Ro
 DeclaredStop = TypeVar("DeclaredStop", bound=Callable[..., Any])  # fn(payload), or fn(payload, route) with route=True
 RouteResult: TypeAlias = "Sequence[str] | Envelope | None"
 RouteFunction = Callable[[Any], "RouteResult | Awaitable[RouteResult]"]
-Sender = Callable[[str, "bytes | None", bytes], Awaitable[None]]
+Sender = Callable[..., Awaitable[None]]  # sender(topic, key, value[, headers=[(name, bytes)]])
 Offer = Callable[[str, "bytes | None", bytes], bool]
 
 Observer = Callable[[Outcome], None]
@@ -84,6 +88,7 @@ class Bus:
         self._known_stops: frozenset[str] | None = None
         self.recovery = Recovery(self)  # retry policies, compensations, delay topics (core/recovery.py)
         self._undos = self.recovery.undos  # the stops with a compensation, looked up on every message
+        self.tracing: Tracing | None = None  # a span per hop when on (observe/tracing.py); the worker sets it
 
     @property
     def sender(self) -> Sender:
@@ -200,6 +205,8 @@ class Bus:
     async def _send_back(self, topic: str, key: bytes | None, raw: bytes | None, message: Any = None) -> Outcome:
         """A delay topic's agent: send one message back to its stop when due, observed like a stop's."""
         received_at, started = time.time(), time.perf_counter()
+        if self.tracing is not None:
+            return await self._traced(topic, _no_stop, key, raw, message, received_at, started, "metrobus.delay")
         return self._observed(await self.recovery.send_back(topic, key, raw), received_at, started)
 
     def busdriver(self, name: str = "busdriver") -> Callable[[RouteFunction], RouteFunction]:
@@ -229,9 +236,42 @@ class Bus:
     async def handle(
         self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, message: Any = None
     ) -> Outcome:
-        """Run one message through a stop and send it on; never raises (``message``, the record, is not needed)."""
+        """Run one message through a stop and send it on; never raises (``message``, the record, is for tracing)."""
         received_at, started = time.time(), time.perf_counter()
+        if self.tracing is not None:
+            return await self._traced(stop, fn, key, raw, message, received_at, started)
         return self._observed(await self._handle(stop, fn, key, raw, received_at), received_at, started)
+
+    async def _traced(
+        self,
+        stop: str,
+        fn: StopFunction,
+        key: bytes | None,
+        raw: bytes | None,
+        message: Any,
+        received_at: float,
+        started: float,
+        kind: str = "metrobus.stop",
+    ) -> Outcome:
+        """``handle`` in a span of its own, child of the hop that sent the message (``header.trace``)."""
+        assert self.tracing is not None
+        header = _peek_header(raw)
+        carrier = header.get(TRACE)
+        if not isinstance(carrier, dict):
+            carrier = from_kafka_headers(getattr(message, "headers", None))
+        if COMPENSATING in header:
+            kind = "metrobus.compensate"
+        message_id = header.get("id") if isinstance(header.get("id"), str) else None
+        outcome: Outcome | None = None
+        span, token = self.tracing.start(kind, stop, carrier, message, message_id)
+        try:
+            if kind == "metrobus.delay":
+                outcome = await self.recovery.send_back(stop, key, raw)
+            else:
+                outcome = await self._handle(stop, fn, key, raw, received_at)
+        finally:
+            self.tracing.end(span, token, outcome)
+        return self._observed(outcome, received_at, started)
 
     async def handle_record(
         self, stop: str, fn: RouteFunction, key: bytes | None, raw: bytes | None, message: Any = None
@@ -243,14 +283,32 @@ class Bus:
         (``wire.ids.source_id``), the same each time the record is read.
         """
         received_at, started = time.time(), time.perf_counter()
-        outcome = await self._handle_record(stop, fn, key, raw, message, received_at)
+        if self.tracing is None:
+            return self._observed(
+                await self._handle_record(stop, fn, key, raw, message, received_at), received_at, started
+            )
+        carrier = from_kafka_headers(getattr(message, "headers", None))  # a producer's trace, if it started one
+        outcome: Outcome | None = None
+        span, token = self.tracing.start("metrobus.stop", stop, carrier, message)
+        try:
+            outcome = await self._handle_record(stop, fn, key, raw, message, received_at)
+        finally:
+            self.tracing.end(span, token, outcome)
         return self._observed(outcome, received_at, started)
 
     async def run_stop(
         self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, received_at: float
     ) -> Outcome:
         """Run one message through a stop (``handle`` without observing the outcome): for a retry in place."""
-        return await self._handle(stop, fn, key, raw, received_at)
+        if self.tracing is None:
+            return await self._handle(stop, fn, key, raw, received_at)
+        outcome: Outcome | None = None
+        span, token = self.tracing.start("metrobus.retry", stop, self.tracing.carrier(), None)
+        try:
+            outcome = await self._handle(stop, fn, key, raw, received_at)
+        finally:
+            self.tracing.end(span, token, outcome)
+        return outcome
 
     def observe(self, outcome: Outcome, received_at: float, started: float) -> Outcome:
         """Hand an outcome to the observers (stats, fates), timed from ``received_at`` and ``started``."""
@@ -386,11 +444,30 @@ class Bus:
         envelope.pop_next()
         now = time.time()
         envelope.add_hop(stop, received_at or now, now, self.worker_id)
+        if self.tracing is not None:
+            return await self._forward_traced(envelope, key, next_stop, stop=stop)
         value = envelope.to_bytes()
         offer = self.offer
         try:
             if offer is None or not offer(next_stop, key, value):
                 await self._sender(next_stop, key, value)
+        except Exception as exc:
+            if not too_large(exc):
+                raise
+            return await self.dead_letter(stop, key, value, exc.__cause__ or exc, envelope, topic=next_stop)
+        return Outcome(stop, FORWARDED, next_stop, envelope)
+
+    async def _forward_traced(self, envelope: Envelope, key: bytes | None, next_stop: str, *, stop: str) -> Outcome:
+        """The send of ``forward`` with the running hop's trace context in ``header.trace`` and the Kafka headers."""
+        assert self.tracing is not None
+        carrier = self.tracing.carrier()
+        envelope.header[TRACE] = carrier
+        ids = self.tracing.ids()
+        if ids is not None:
+            envelope.header[HOPS][-1].update(trace_id=ids[0], span_id=ids[1])
+        value = envelope.to_bytes()
+        try:
+            await self._sender(next_stop, key, value, headers=kafka_headers(carrier))
         except Exception as exc:
             if not too_large(exc):
                 raise
@@ -466,5 +543,21 @@ def _awaitable(result: object) -> TypeIs[Awaitable[Any]]:
 
 
 _PLAIN = frozenset({dict, list, str, int, float, bool})
+
+
+def _no_stop(payload: Any) -> Any:  # a delay topic's agent runs no stop function
+    return payload
+
+
+def _peek_header(raw: bytes | None) -> dict[str, Any]:
+    """The header of an envelope, or {} when ``raw`` is none (for the span's parent, before the checks)."""
+    try:
+        value = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return {}
+    header = value.get("header") if isinstance(value, dict) else None
+    return header if isinstance(header, dict) else {}
+
+
 # Header fields that make recovery look at a message on arrival (core/recovery.py).
 RECOVERY_FIELDS = frozenset({RETRY, DEADLINE, COMPENSATING, ATTEMPTS})

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from metrobus_app.core.retry import Retry
 from metrobus_app.errors import CompensationFailed, DeadlinePassed, InvalidEnvelope
+from metrobus_app.observe.tracing import kafka_headers
 from metrobus_app.wire import compensation
-from metrobus_app.wire.envelope import ATTEMPTS, COMPENSATING, DEADLINE, HOPS, RETRY, Envelope
+from metrobus_app.wire.envelope import ATTEMPTS, COMPENSATING, DEADLINE, HOPS, RETRY, TRACE, Envelope
 from metrobus_app.wire.outcome import (
     COMPENSATED,
     COMPENSATION_FAILED,
@@ -41,6 +42,7 @@ from metrobus_app.wire.topics import delay_topic
 
 if TYPE_CHECKING:
     from metrobus_app.config.settings import Settings
+    from metrobus_app.observe.tracing import Tracing
 
 Undo = Callable[[Any, Any], Any]  # undo(payload, log); may be async
 StopFunction = Callable[[Any], Any]
@@ -51,10 +53,11 @@ class BusPort(Protocol):
 
     settings: Settings
     worker_id: str
+    tracing: Tracing | None
     stops: dict[str, Callable[..., Any]]
 
     @property
-    def sender(self) -> Callable[[str, bytes | None, bytes], Awaitable[None]]: ...
+    def sender(self) -> Callable[..., Awaitable[None]]: ...
 
     async def run_stop(
         self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, received_at: float
@@ -175,7 +178,12 @@ class Recovery:
         due = time.time() + wait
         again.header[RETRY] = {"stop": stop, "attempt": attempt + 1, "of": policy.attempts, "due": round(due, 6)}
         topic = delay_topic(self.bus.settings.app_id, tier)
-        await self.bus.sender(topic, key, again.to_bytes())
+        tracing = self.bus.tracing
+        if tracing is None:
+            await self.bus.sender(topic, key, again.to_bytes())
+        else:  # the wait in the delay topic is a child of this failed attempt
+            carrier = again.header[TRACE] = tracing.carrier()
+            await self.bus.sender(topic, key, again.to_bytes(), headers=kafka_headers(carrier))
         when = datetime.fromtimestamp(due, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return Outcome(stop, RETRYING, topic, again, message=f"{failure}; next due at {when}")
 

@@ -125,7 +125,7 @@ def install(app: Any) -> DeliveryGuard:
 
     producer_send: Any = None
 
-    async def send(topic: str, key: bytes | None, value: bytes) -> None:
+    async def send(topic: str, key: bytes | None, value: bytes, headers: list[tuple[str, bytes]] | None = None) -> None:
         # Straight to the producer, as ``Topic.send`` would, minus its per-message future
         # wrapper and send sensors: at least once in batches of our own (``runtime/producing.py``,
         # handed over whenever Faust flushes the producer, ``transport.Producer``), in
@@ -143,7 +143,7 @@ def install(app: Any) -> DeliveryGuard:
                 bus.offer = batching.offer  # its failures come back through this send, which the guard watches
                 bus.idleness.when_all_wait = batching.ship_soon
         try:
-            future = await producer_send(topic, key, value)
+            future = await (producer_send(topic, key, value, headers) if headers else producer_send(topic, key, value))
         except Exception as exc:
             if not too_large(exc):  # the bus dead-letters a message too large to send; nothing else
                 guard.fail(exc)

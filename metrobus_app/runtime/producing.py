@@ -87,7 +87,9 @@ class BatchingSend:
         self._tasks: set[asyncio.Task] = set()
         self.batches = 0
 
-    def offer(self, topic: str, key: bytes | None, value: bytes | None) -> bool:
+    def offer(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+    ) -> bool:
         """Append a record to its partition's open batch (opening one) without waiting.
 
         False when the record needs the awaited send (``__call__``): no key, a partition count
@@ -106,15 +108,22 @@ class BatchingSend:
             batch = self._open.get(tp)
             if batch is None:
                 batch = self._open_batch(aio, tp)
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            appended = (
+                batch.append(key=key, value=value, timestamp=None)
+                if headers is None
+                else batch.append(key=key, value=value, timestamp=None, headers=headers)
+            )
+            if appended is None:
                 return False
         except Exception:
             return False
         self._told(key, value, partition)
         return True
 
-    async def __call__(self, topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future | None:
-        if self.offer(topic, key, value):
+    async def __call__(
+        self, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+    ) -> asyncio.Future | None:
+        if self.offer(topic, key, value, headers):
             return None
         aio = self._ensure()
         count = self._partition_count(aio, topic) if key is not None else 0
@@ -123,14 +132,14 @@ class BatchingSend:
         if partition is None or value is None or len(value) >= self.batch_bytes:
             if partition is not None and (topic, partition) in self._open:
                 await self._hand_over([((topic, partition), self._open.pop((topic, partition)))])
-            return await _aiokafka_send(aio, topic, key, value, partition)
+            return await _aiokafka_send(aio, topic, key, value, partition, headers)
         tp = (topic, partition)
         while (batch := self._open.get(tp)) is not None:
-            if batch.append(key=key, value=value, timestamp=None) is not None:
-                return None
+            if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is not None:
+                return None  # (the awaited way: not the hot path)
             del self._open[tp]  # full; while it is handed over, another sender may open the next one
             await self._hand_over([(tp, batch)])
-        self._open_batch(aio, tp).append(key=key, value=value, timestamp=None)  # the first record always fits
+        self._open_batch(aio, tp).append(key=key, value=value, timestamp=None, headers=headers or [])  # always fits
         return None
 
     def _told(self, key: bytes | None, value: bytes | None, partition: int | None) -> None:
@@ -202,9 +211,16 @@ class BatchingSend:
                 self._on_batch(future)
 
 
-async def _aiokafka_send(aio: Any, topic: str, key: bytes | None, value: bytes | None, partition: int | None) -> Any:
+async def _aiokafka_send(
+    aio: Any,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    partition: int | None,
+    headers: list[tuple[str, bytes]] | None = None,
+) -> Any:
     try:
-        return await aio.send(topic, value, key=key, partition=partition)
+        return await aio.send(topic, value, key=key, partition=partition, headers=headers)
     except KafkaError as exc:
         raise ProducerSendError(f"Error while sending: {exc!r}") from exc
 
@@ -229,8 +245,10 @@ def send_for(app: Any, producer: Any, on_batch: Callable[[asyncio.Future], None]
     return batching, batching
 
 
-async def _faust_send(producer: Any, topic: str, key: bytes | None, value: bytes | None) -> asyncio.Future:
-    return await producer.send(topic, key, value, None, None, None)
+async def _faust_send(
+    producer: Any, topic: str, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]] | None = None
+) -> asyncio.Future:
+    return await producer.send(topic, key, value, None, None, headers)
 
 
 def too_large(exc: BaseException) -> bool:

@@ -31,6 +31,9 @@ RETRY = "retry"
 DEADLINE = "deadline"
 COMPENSATE = "compensate"
 COMPENSATING = "compensating"
+# Tracing (observe/tracing.py): the W3C trace context of the hop that sent the message on,
+# {"traceparent": "00-<trace id>-<span id>-<flags>", "tracestate": ...}.
+TRACE = "trace"
 
 
 def decode_object(raw: bytes | None) -> dict[str, Any]:
@@ -207,3 +210,13 @@ def arriving(envelope: Envelope) -> bytes:
     header[ROUTE] = envelope.route[:-1]
     header[HISTORICAL_ROUTE] = [*envelope.header[HISTORICAL_ROUTE], next_stop]
     return Envelope(header, envelope.payload).to_bytes()
+
+
+def trace_id_of(header: dict[str, Any]) -> str | None:
+    """The trace id of ``header.trace`` (32 hex digits), or None when the message is not traced."""
+    trace = header.get(TRACE)
+    parent = trace.get("traceparent") if isinstance(trace, dict) else None
+    if not isinstance(parent, str):
+        return None
+    parts = parent.split("-")
+    return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None

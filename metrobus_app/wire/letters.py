@@ -8,7 +8,7 @@ import json
 from typing import Any
 
 from metrobus_app.config.redaction import redact_known
-from metrobus_app.wire.envelope import ROUTE, Envelope
+from metrobus_app.wire.envelope import ROUTE, Envelope, trace_id_of
 
 # A dead letter keeps the whole value while the letter stays below this size; the producer's
 # default request limit is 1,000,000 bytes and a value is base64'd when not UTF-8.
@@ -43,6 +43,9 @@ def letter(
     }
     if envelope is not None and isinstance(envelope.header.get(ROUTE), list):
         body["route"] = envelope.header[ROUTE][-TRUNCATED_VALUE_CHARS:]
+    trace_id = trace_id_of(envelope.header) if envelope is not None else None
+    if trace_id:
+        body["trace_id"] = trace_id
     body.update(original_value(raw))
     body["replayable"] = envelope is not None and "value" in body and kind not in NOT_REPLAYABLE
     return body
