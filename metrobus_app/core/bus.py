@@ -40,6 +40,7 @@ from metrobus_app.wire.envelope import (
     Envelope,
     arriving,
     decode_object,
+    trace_id_of,
 )
 from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_header, replays_of, source_id
 from metrobus_app.wire.letters import encode_letter
@@ -354,7 +355,7 @@ class Bus:
         except Drop as drop:
             return self._dropped(stop, drop.reason, envelope)
         except Exception as exc:
-            log.exception("stop %s failed on message %s", stop, envelope.id)
+            log.exception("stop %s failed on message %s%s", stop, envelope.id, _trace_note(header))
             return await self.recovery.failed(stop, fn, key, raw, envelope, exc, received_at, time.perf_counter())
         if payload is None:
             return self._dropped(stop, f"{stop} returned None", envelope)
@@ -512,7 +513,8 @@ class Bus:
         the outcome has ``fate`` and, when given, ``outcome_stop`` as its stop.
         """
         kind = getattr(error, "kind", None) or type(error).__name__
-        log.warning("dead-lettering a message at %s: %s: %s", stop, kind, error)
+        note = _trace_note(envelope.header) if envelope is not None else ""
+        log.warning("dead-lettering a message at %s: %s: %s%s", stop, kind, error, note)
         if topic is None:
             topic = stop if stop in self.stops else self.settings.source_topic
         replays = replays_of(envelope)
@@ -543,6 +545,12 @@ def _awaitable(result: object) -> TypeIs[Awaitable[Any]]:
 
 
 _PLAIN = frozenset({dict, list, str, int, float, bool})
+
+
+def _trace_note(header: dict[str, Any]) -> str:
+    """`` (trace <id>)`` for a log line about a traced message, else nothing."""
+    trace_id = trace_id_of(header)
+    return f" (trace {trace_id})" if trace_id else ""
 
 
 def _no_stop(payload: Any) -> Any:  # a delay topic's agent runs no stop function

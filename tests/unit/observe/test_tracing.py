@@ -172,3 +172,11 @@ async def test_without_tracing_nothing_is_added_to_the_wire(traced):
     for _, _, value, headers in traced.sent:
         assert "trace" not in json.loads(value)["header"]
         assert headers == []
+
+
+async def test_the_log_lines_about_a_failed_message_name_its_trace(traced, caplog):
+    await travel(traced, ["Broken"])
+    broken = spans(traced)["metrobus.stop Broken"]
+    trace_id = f"{broken.context.trace_id:032x}"
+    lines = [record.getMessage() for record in caplog.records if "Broken" in record.getMessage()]
+    assert lines and all(f"(trace {trace_id})" in line for line in lines), lines
