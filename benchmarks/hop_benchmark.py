@@ -38,7 +38,23 @@ STOPS = ("AddEmail", "WhiteList", "Log")
 BATCH_RECORDS = 500  # records per fetched batch, about what a worker's fetches hold in a burst
 
 
-async def run(records: int, rounds: int, seed: int) -> dict[str, Any]:
+def sdk_tracing(group: str) -> Any:
+    """Tracing on, as a worker has it with an SDK: spans batched to an exporter (here one that drops them)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    from metrobus_app.observe.tracing import Tracing
+
+    class Dropped(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Dropped()))
+    return Tracing(provider.get_tracer("metrobus"), group)
+
+
+async def run(records: int, rounds: int, seed: int, tracing: bool = False) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from aiokafka import AIOKafkaProducer
     from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -83,15 +99,18 @@ async def run(records: int, rounds: int, seed: int) -> dict[str, Any]:
     batching = BatchingSend(producer, app.on_produce_message, lambda future: None, linger_s=0.005, batch_bytes=65_536)
     sent: list[tuple[str, bytes | None, bytes]] = []
 
-    async def sender(topic: str, key: bytes | None, value: bytes) -> None:
+    async def sender(topic: str, key: bytes | None, value: bytes, headers: list | None = None) -> None:
         sent.append((topic, key, value))
-        await batching(topic, key, value)
+        await batching(topic, key, value, headers)
 
-    def offer(topic: str, key: bytes | None, value: bytes) -> bool:
-        if not batching.offer(topic, key, value):
+    def offer(topic: str, key: bytes | None, value: bytes, headers: list | None = None) -> bool:
+        if not batching.offer(topic, key, value, headers):
             return False  # the bus awaits the sender with it then
         sent.append((topic, key, value))
         return True
+
+    if tracing:
+        bus.tracing = sdk_tracing(app.settings.app_id)
 
     bus.sender = sender
     bus.offer = offer
@@ -142,19 +161,26 @@ def git_commit() -> str | None:
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Rounds [5; quick 2].")
 @click.option("--seed", type=int, default=42, show_default=True, help="Seed of the records and the cache content.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None, help="JSON file [results/...].")
-def main(quick: bool, records: int | None, rounds: int | None, seed: int, out: Path | None) -> None:
+@click.option("--tracing", is_flag=True, help="Tracing on: a span per hop, batched by the OpenTelemetry SDK.")
+def main(quick: bool, records: int | None, rounds: int | None, seed: int, out: Path | None, tracing: bool) -> None:
     """CPU microseconds of the bus's own code per source record (four hops of the demo route), no broker."""
     records = records or (2_000 if quick else 20_000)
     rounds = rounds or (2 if quick else 5)
     from bus.report import machine
 
-    figures = asyncio.run(run(records, rounds, seed))
+    figures = asyncio.run(run(records, rounds, seed, tracing))
     now = datetime.datetime.now(datetime.UTC)
     report = {
         "kind": "hop",
         "time": now.isoformat(timespec="seconds"),
         "git_commit": git_commit(),
-        "settings": {"records": records, "rounds": rounds, "seed": seed, "batch_records": BATCH_RECORDS},
+        "settings": {
+            "records": records,
+            "rounds": rounds,
+            "seed": seed,
+            "batch_records": BATCH_RECORDS,
+            "tracing": tracing,
+        },
         "machine": machine(),
         **figures,
     }

@@ -58,7 +58,7 @@ DeclaredStop = TypeVar("DeclaredStop", bound=Callable[..., Any])  # fn(payload),
 RouteResult: TypeAlias = "Sequence[str] | Envelope | None"
 RouteFunction = Callable[[Any], "RouteResult | Awaitable[RouteResult]"]
 Sender = Callable[..., Awaitable[None]]  # sender(topic, key, value[, headers=[(name, bytes)]])
-Offer = Callable[[str, "bytes | None", bytes], bool]
+Offer = Callable[..., bool]  # offer(topic, key, value[, headers]): taken without waiting, or False
 
 Observer = Callable[[Outcome], None]
 
@@ -467,8 +467,11 @@ class Bus:
         if ids is not None:
             envelope.header[HOPS][-1].update(trace_id=ids[0], span_id=ids[1])
         value = envelope.to_bytes()
+        headers = kafka_headers(carrier)
+        offer = self.offer
         try:
-            await self._sender(next_stop, key, value, headers=kafka_headers(carrier))
+            if offer is None or not offer(next_stop, key, value, headers):
+                await self._sender(next_stop, key, value, headers=headers)
         except Exception as exc:
             if not too_large(exc):
                 raise

@@ -79,18 +79,19 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR, "the hop raised"))
             span.end()
             return
-        span.set_attribute("metrobus.outcome", outcome.fate)
+        attributes: dict[str, Any] = {"metrobus.outcome": outcome.fate}
         envelope = outcome.envelope
         if envelope is not None and envelope.id:
-            span.set_attribute("messaging.message.id", envelope.id)
+            attributes["messaging.message.id"] = envelope.id
         if outcome.fate == FORWARDED:
-            span.set_attribute("metrobus.next_stop", outcome.detail)
+            attributes["metrobus.next_stop"] = outcome.detail
         elif outcome.fate == DROPPED:
-            span.set_attribute("metrobus.drop_reason", outcome.detail)
+            attributes["metrobus.drop_reason"] = outcome.detail
         elif outcome.detail:
-            span.set_attribute("error.type" if outcome.fate in FAILED else "metrobus.detail", outcome.detail)
+            attributes["error.type" if outcome.fate in FAILED else "metrobus.detail"] = outcome.detail
         if outcome.message:
-            span.set_attribute("metrobus.message", outcome.message[:500])
+            attributes["metrobus.message"] = outcome.message[:500]
+        span.set_attributes(attributes)  # one call: the SDK checks every attribute it is given
         if outcome.fate in FAILED:
             span.set_status(Status(StatusCode.ERROR, f"{outcome.detail}: {outcome.message}"[:500]))
         span.end()
