@@ -232,14 +232,20 @@ class Recovery:
                 stop, key, envelope, f"{stop}'s compensation failed: {type(exc).__name__}: {exc}"
             )
         compensation.undone(envelope, stop)
-        if envelope.route:
-            return await self.bus.forward(envelope, key, stop=stop, received_at=received_at)
+        told = envelope.header[COMPENSATING]
+        if envelope.route:  # on to the next stop to undo: still compensating, not a forward along the route
+            outcome = await self.bus.forward(envelope, key, stop=stop, received_at=received_at)
+            if outcome.fate != FORWARDED:
+                return outcome
+            return Outcome(stop, COMPENSATING_FATE, told["error"], envelope, message=told["message"])
         failed_at, told, original = compensation.story(envelope)
         error = Story(told["error"], told["message"])
         story = {"failed_at": failed_at, "compensated": told["undone"], "failed_at_time": told["at"]}
-        return await self.bus.dead_letter(
+        ended = await self.bus.dead_letter(
             failed_at, key, original.to_bytes(), error, original, fate=told["fate"], story=story, outcome_stop=stop
         )
+        ended.envelope = envelope  # the observers see the story (header.compensating) with the end
+        return ended
 
     async def _failed_undo(self, stop: str, key: bytes | None, envelope: Envelope, why: str) -> Outcome:
         failed_at, told, original = compensation.story(envelope)
@@ -252,7 +258,7 @@ class Recovery:
             "compensated": told["undone"],
             "not_undone": not_undone,
         }
-        return await self.bus.dead_letter(
+        ended = await self.bus.dead_letter(
             failed_at,
             key,
             original.to_bytes(),
@@ -262,6 +268,8 @@ class Recovery:
             story=story,
             outcome_stop=stop,
         )
+        ended.envelope = envelope
+        return ended
 
     # --- the delay topics' agents ---------------------------------------------------------
 

@@ -332,7 +332,8 @@ async def test_a_compensation_that_fails_passingly_is_retried_by_its_stops_polic
     await put(bus, "Ship", bus.sent.last())
     # Charge's policy: 3 attempts, fixed(0.5), within the default 1 s in place
     undone = await put(bus, "Charge", bus.sent.last())
-    assert undone == Outcome("Charge", FORWARDED, "Reserve")
+    assert undone == Outcome("Charge", COMPENSATING, "Fault")  # undone, and on to Reserve to undo
+    assert bus.sent[-1][0] == "Reserve"
     assert tries == ["o-4", "o-4"]
     assert example.CHARGES == {}
 

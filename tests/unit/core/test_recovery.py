@@ -182,3 +182,14 @@ async def test_an_expired_message_with_nothing_to_undo_is_dead_lettered_as_expir
     outcome = await put(shop, "Charge", arriving(["Charge"], {"id": 7}, deadline_s=-1))
     assert (outcome.fate, outcome.detail) == (EXPIRED, "DeadlinePassed")
     assert shop.sent[-1][0] == "Error"
+
+
+async def test_each_undo_on_the_way_is_compensating_and_the_end_carries_the_story(shop):
+    await put(shop, "Reserve", arriving(["Reserve", "Charge", "Ship"], {"id": 8, "ship": "fault"}))
+    await put(shop, "Charge", json.dumps(shop.sent[-1][2]).encode())
+    await put(shop, "Ship", json.dumps(shop.sent[-1][2]).encode())
+    on_the_way = await put(shop, "Charge", json.dumps(shop.sent[-1][2]).encode())
+    assert (on_the_way.fate, on_the_way.detail) == (COMPENSATING, "Fault")  # not a forward along the route
+    end = await put(shop, "Reserve", json.dumps(shop.sent[-1][2]).encode())
+    told = end.envelope.header["compensating"]
+    assert (told["stop"], told["undone"]) == ("Ship", ["Charge", "Reserve"])
