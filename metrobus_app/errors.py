@@ -48,3 +48,17 @@ class DeadlinePassed(MetrobusError):
 
 class CompensationFailed(MetrobusError):
     """A stop's compensation failed after its retries; the stops named were not undone."""
+
+
+class InvalidPayload(MetrobusError):
+    """A payload does not validate against its stop's type; the message names each field and what is wrong.
+
+    It is dead-lettered at that stop (never retried), counted by stop and field.
+    """
+
+    def __init__(self, stop: str, type_name: str, problems: list[dict[str, str]]) -> None:
+        said = "; ".join(f"{problem['field']}: {problem['problem']}" for problem in problems)
+        super().__init__(f"{stop}'s payload is not a valid {type_name}: {said}")
+        self.problems = problems
+        fields = ",".join(dict.fromkeys(problem["field"] for problem in problems))
+        self.detail = f"InvalidPayload({fields})"  # the dead letters are counted by stop and field

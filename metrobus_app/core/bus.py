@@ -18,10 +18,11 @@ import orjson
 from metrobus_app.caches.cache import Cache
 from metrobus_app.config.settings import Settings
 from metrobus_app.core.guards import HopLimitExceeded, StopResultInvalid, check_envelope, check_hops, check_route
+from metrobus_app.core.payloads import StopTypes, stop_types, typed
 from metrobus_app.core.recovery import Recovery, Undo
 from metrobus_app.core.retry import Retry
 from metrobus_app.core.route import RouteStop, fan_out, late_copies
-from metrobus_app.errors import Drop, InvalidEnvelope, UnknownStop
+from metrobus_app.errors import Drop, InvalidEnvelope, InvalidPayload, UnknownStop
 from metrobus_app.observe.stats import BusStats
 from metrobus_app.observe.tracing import Tracing, from_kafka_headers, kafka_headers
 from metrobus_app.runtime.intake import Idleness, serve_agent, timestamp_ms
@@ -89,6 +90,7 @@ class Bus:
         self._known_stops: frozenset[str] | None = None
         self.recovery = Recovery(self)  # retry policies, compensations, delay topics (core/recovery.py)
         self._undos = self.recovery.undos  # the stops with a compensation, looked up on every message
+        self.payload_types: dict[str, StopTypes] = {}  # of the stops and the busdriver (core/payloads.py)
         self.tracing: Tracing | None = None  # a span per hop when on (observe/tracing.py); the worker sets it
 
     @property
@@ -168,12 +170,14 @@ class Bus:
                 raise ValueError(f"stop {name!r} is declared twice")
             self._known_stops = None
             self.stops[name] = fn
+            types = self.payload_types[name] = stop_types(fn)
             if retry is not None:
                 self.recovery.policies[name] = retry
                 self._add_delay_agents()
             with contextlib.suppress(AttributeError, TypeError):  # a builtin or a bound method takes no attribute
                 fn.compensate = self.recovery.compensation(name)  # type: ignore[attr-defined]
-            call: StopFunction = RouteStop(fn, name, lambda: self.known_stops) if route else fn
+            checked = typed(fn, name, types)  # the payload validated by its annotation; untyped: fn itself
+            call: StopFunction = RouteStop(checked, name, lambda: self.known_stops) if route else checked
 
             async def run(stream: faust.StreamT[Any]) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
@@ -218,8 +222,11 @@ class Bus:
         """
 
         def register(fn: RouteFunction) -> RouteFunction:
+            types = self.payload_types[name] = stop_types(fn)
+            checked = typed(fn, name, StopTypes(types.input))  # a route, not a payload, comes back
+
             async def run(stream: faust.StreamT[Any]) -> AsyncIterator[Outcome]:
-                async for outcome in serve_agent(stream, partial(self.handle_record, name, fn), self.idleness):
+                async for outcome in serve_agent(stream, partial(self.handle_record, name, checked), self.idleness):
                     yield outcome
 
             run.__name__ = run.__qualname__ = name
@@ -355,7 +362,10 @@ class Bus:
         except Drop as drop:
             return self._dropped(stop, drop.reason, envelope)
         except Exception as exc:
-            log.exception("stop %s failed on message %s%s", stop, envelope.id, _trace_note(header))
+            if isinstance(exc, InvalidPayload):  # said field by field in the letter; no traceback
+                log.warning("%s%s", exc, _trace_note(header))
+            else:
+                log.exception("stop %s failed on message %s%s", stop, envelope.id, _trace_note(header))
             return await self.recovery.failed(stop, fn, key, raw, envelope, exc, received_at, time.perf_counter())
         if payload is None:
             return self._dropped(stop, f"{stop} returned None", envelope)
@@ -408,7 +418,10 @@ class Bus:
         except Drop as drop:
             return self._dropped(stop, drop.reason, stub)
         except Exception as exc:
-            log.exception("%s failed on a record", stop)
+            if isinstance(exc, InvalidPayload):
+                log.warning("%s", exc)
+            else:
+                log.exception("%s failed on a record", stop)
             return await self.dead_letter(stop, key, raw, exc, stub)
         try:
             return await self.forward(envelope, key, stop=stop, received_at=received_at)
@@ -522,11 +535,15 @@ class Bus:
             topic = stop if stop in self.stops else self.settings.source_topic
         replays = replays_of(envelope)
         letter = make_letter(stop, error, raw, time.time(), topic=topic, envelope=envelope, replays=replays)
+        problems = getattr(error, "problems", None)
+        if problems:
+            letter["fields"] = problems
         if story:
             letter["error"] = kind
             letter.update(story)
         await self.sender(self.settings.error_topic, key, encode_letter(letter))
-        return Outcome(outcome_stop or stop, fate, kind, envelope=envelope, message=letter["message"])
+        detail = getattr(error, "detail", None) or kind
+        return Outcome(outcome_stop or stop, fate, detail, envelope=envelope, message=letter["message"])
 
     def _dropped(self, stop: str, reason: str, envelope: Envelope | None = None) -> Outcome:
         log.debug("%s dropped a message: %s", stop, reason)

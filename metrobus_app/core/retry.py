@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from metrobus_app.errors import Drop, Fault
+from metrobus_app.errors import Drop, Fault, InvalidPayload
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +56,7 @@ class Retry:
 
     ``attempts`` counts every try, the first included, at this stop (the count starts again
     at the next stop). Only the exceptions of ``on`` (and their subclasses) are passing and
-    retried; any other is final at once. ``Drop`` and ``Fault`` are never retried.
+    retried; any other is final at once. ``Drop``, ``Fault`` and ``InvalidPayload`` are never retried.
     """
 
     attempts: int = 3
@@ -73,7 +73,11 @@ class Retry:
 
     def retries(self, error: BaseException, attempt: int) -> bool:
         """Whether failing attempt number ``attempt`` (1 is the first) with ``error`` is tried again."""
-        return attempt < self.attempts and isinstance(error, self.on) and not isinstance(error, Drop | Fault)
+        return (
+            attempt < self.attempts
+            and isinstance(error, self.on)
+            and not isinstance(error, Drop | Fault | InvalidPayload)
+        )
 
     def wait_s(self, attempt: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` before the next one."""
