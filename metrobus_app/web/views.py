@@ -10,6 +10,7 @@ from faust import web
 
 from metrobus_app.observe.fates import where
 from metrobus_app.observe.metrics import CONTENT_TYPE, exposition
+from metrobus_app.routing.asyncapi import asyncapi_document
 
 LOOKUP_WAIT_S = 5.0
 
@@ -60,7 +61,41 @@ class MessageView(web.View):
                 {"id": message_id, "found": False, "status": "unknown", "where": f"not known here (kept: {kept})"},
                 status=404,
             )
-        return self.json({**fate, "found": True, "where": where(fate)})
+        return self.json({**with_trace_ids(fate), "found": True, "where": where(fate)})
+
+
+def trace_id(hops: Any) -> str | None:
+    """The trace id the hops name (tracing on: ``trace_id`` in each hop a traced stop sent on), or None.
+
+    The latest hop that names one: a hop by a 0.0.x stop in between, or by a worker with
+    tracing off, has none and is passed over.
+    """
+    if not isinstance(hops, list):
+        return None
+    for hop in reversed(hops):
+        found = hop.get("trace_id") if isinstance(hop, dict) else None
+        if isinstance(found, str) and found:
+            return found
+    return None
+
+
+def with_trace_ids(fate: dict[str, Any]) -> dict[str, Any]:
+    """The fate with a top-level ``trace_id`` when the message was traced, and one in each copy of a fan-out.
+
+    The message's own from its hops, else from its copies' (they continue its trace); each
+    copy has its own entry from its own hops. Nothing is added for a message not traced.
+    """
+    copies = fate.get("copies")
+    if isinstance(copies, list):
+        copies = [
+            {**copy, "trace_id": found} if isinstance(copy, dict) and (found := trace_id(copy.get("hops"))) else copy
+            for copy in copies
+        ]
+        fate = {**fate, "copies": copies}
+    found = trace_id(fate.get("hops"))
+    if found is None and isinstance(copies, list):
+        found = next((copy["trace_id"] for copy in copies if isinstance(copy, dict) and copy.get("trace_id")), None)
+    return {**fate, "trace_id": found} if found else fate
 
 
 @blueprint.route("/metrics", name="metrics")
@@ -98,3 +133,11 @@ class CacheLookupView(web.View):
             return self.error(503, f"cache {name!r} is still loading in this worker; ask again in a moment")
         value = cache.get(key)
         return self.json({"cache": name, "key": key, "found": value is not None, "value": value})
+
+
+@blueprint.route("/asyncapi.json", name="asyncapi")
+class AsyncAPIView(web.View):
+    """The bus as an AsyncAPI 3.0.0 document: topics, messages, the routes this worker uses (routing/asyncapi.py)."""
+
+    async def get(self, request: web.Request) -> web.Response:
+        return self.json(asyncapi_document(_bus(self)))
