@@ -6,6 +6,7 @@ bus, which take precedence): see ``metrobus_app/routing/rule_set.py`` and README
 
 from pathlib import Path
 
+from agents.payloads import Record
 from metrobus_app import Envelope, bus, busdriver
 from metrobus_app.routing.language import compile_rules, load_file
 from metrobus_app.routing.rule_set import RouteRules
@@ -15,7 +16,7 @@ rules = RouteRules.declare(bus, RULES_FILE)
 
 
 @busdriver()
-async def route(record: dict) -> tuple | Envelope:
+async def route(record: Record) -> tuple | Envelope:
     """The route of the first rule that matches the record, else the default route."""
     return await rules.route(record)
 

@@ -1,12 +1,13 @@
 """Whitelist: let a message through only when its email is whitelisted."""
 
+from agents.payloads import Contact
 from metrobus_app import Drop, stop
 from tables import whitelist
 
 
 @stop("WhiteList")
-def check_whitelist(payload: dict) -> dict:
-    if payload.get("email") not in whitelist:
+def check_whitelist(contact: Contact) -> Contact:
+    if contact["email"] not in whitelist:
         raise Drop("email not whitelisted")
-    payload["whitelist"] = True
-    return payload
+    contact["whitelist"] = True
+    return contact

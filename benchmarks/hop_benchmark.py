@@ -59,10 +59,10 @@ async def run(records: int, rounds: int, seed: int, tracing: bool = False) -> di
     from aiokafka import AIOKafkaProducer
     from aiokafka.structs import ConsumerRecord, TopicPartition
 
+    import agents.busdriver
     import agents.contactpoint
     import agents.logstop
     import agents.whitelist  # noqa: F401  (the demo stops declare themselves)
-    from agents.busdriver import route
     from agents.pusher import make_record
     from metrobus_app import app, bus
     from metrobus_app.routing.rule_set import RouteRules
@@ -114,8 +114,8 @@ async def run(records: int, rounds: int, seed: int, tracing: bool = False) -> di
 
     bus.sender = sender
     bus.offer = offer
-    handlers = {"Source": partial(bus.handle_record, "busdriver", route)}
-    handlers.update({name: partial(bus.handle, name, bus.stops[name]) for name in STOPS})
+    handlers = {"Source": partial(bus.handle_record, "busdriver", bus.calls["busdriver"])}
+    handlers.update({name: partial(bus.handle, name, bus.calls[name]) for name in STOPS})
     gc.freeze()  # as a worker does after start-up (metrobus_app/application.py)
     gc.set_threshold(50_000, 20, 100)
 

@@ -62,3 +62,7 @@ class InvalidPayload(MetrobusError):
         self.problems = problems
         fields = ",".join(dict.fromkeys(problem["field"] for problem in problems))
         self.detail = f"InvalidPayload({fields})"  # the dead letters are counted by stop and field
+
+
+class RouteRefused(MetrobusError):
+    """A route cannot work by its stops' payload types: a stop needs a field the stop before it does not give."""

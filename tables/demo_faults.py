@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from typing import Any
 
 
 def _every(name: str) -> int:
@@ -22,9 +23,9 @@ FAULT_EVERY = _every("DEMO_FAULT_EVERY")
 _timed_out: OrderedDict[int, None] = OrderedDict()
 
 
-def lookup_times_out(record: dict) -> bool:
-    """True on the first lookup of every ``DEMO_FLAKY_EVERY``-th record (by its number ``x``)."""
-    x = record.get("x")
+def lookup_times_out(record: Any) -> bool:
+    """True on the first lookup of every ``DEMO_FLAKY_EVERY``-th record (by its number ``x``: a key or an attribute)."""
+    x = record.get("x") if isinstance(record, dict) else getattr(record, "x", None)
     if not FLAKY_EVERY or not isinstance(x, int) or x % FLAKY_EVERY or x in _timed_out:
         return False
     _timed_out[x] = None

@@ -18,11 +18,11 @@ import orjson
 from metrobus_app.caches.cache import Cache
 from metrobus_app.config.settings import Settings
 from metrobus_app.core.guards import HopLimitExceeded, StopResultInvalid, check_envelope, check_hops, check_route
-from metrobus_app.core.payloads import StopTypes, stop_types, typed
+from metrobus_app.core.payloads import KnownStops, PayloadType, StopTypes, stop_types, typed
 from metrobus_app.core.recovery import Recovery, Undo
 from metrobus_app.core.retry import Retry
 from metrobus_app.core.route import RouteStop, fan_out, late_copies
-from metrobus_app.errors import Drop, InvalidEnvelope, InvalidPayload, UnknownStop
+from metrobus_app.errors import Drop, InvalidEnvelope, InvalidPayload, RouteRefused, UnknownStop
 from metrobus_app.observe.stats import BusStats
 from metrobus_app.observe.tracing import Tracing, from_kafka_headers, kafka_headers
 from metrobus_app.runtime.intake import Idleness, serve_agent, timestamp_ms
@@ -47,7 +47,7 @@ from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_h
 from metrobus_app.wire.letters import encode_letter
 from metrobus_app.wire.letters import letter as make_letter
 from metrobus_app.wire.outcome import DEAD_LETTERED, DELIVERED, DROPPED, FORWARDED, Outcome
-from metrobus_app.wire.steps import FANOUT, stamp
+from metrobus_app.wire.steps import FANOUT, parse_steps, stamp
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs
@@ -87,9 +87,13 @@ class Bus:
         self.idleness = Idleness()  # of this worker's stops: when all wait, the sender's open batches go
         # Called with the route rules when a busdriver's module declares them (routing.rule_set).
         self.rule_set_listeners: list[Callable[[Any], None]] = []
-        self._known_stops: frozenset[str] | None = None
+        self._known_stops: KnownStops | None = None
+        self.record_type: PayloadType | None = None  # what the busdriver takes, when it says
+        self.typed = False  # whether any stop is typed: then the busdriver's routes are checked
+        self._route_problems: dict[tuple[Any, ...], str | None] = {}
         self.recovery = Recovery(self)  # retry policies, compensations, delay topics (core/recovery.py)
         self._undos = self.recovery.undos  # the stops with a compensation, looked up on every message
+        self.calls: dict[str, Callable[..., Any]] = {}  # what each stop's agent calls: the stop, typed or not
         self.payload_types: dict[str, StopTypes] = {}  # of the stops and the busdriver (core/payloads.py)
         self.tracing: Tracing | None = None  # a span per hop when on (observe/tracing.py); the worker sets it
 
@@ -104,11 +108,25 @@ class Bus:
         self.offer: Offer | None = None  # the sender's way without a coroutine; set by the sender's owner
 
     @property
-    def known_stops(self) -> frozenset[str]:
-        """Stops a route may name: this app's own and the configured external ones."""
+    def known_stops(self) -> KnownStops:
+        """Stops a route may name: this app's own and the configured external ones, with their payload types."""
         if self._known_stops is None:
-            self._known_stops = frozenset(self.stops) | frozenset(self.settings.external_stops)
+            names = frozenset(self.stops) | frozenset(self.settings.external_stops)
+            self._known_stops = KnownStops(names, self.payload_types, self.record_type)
         return self._known_stops
+
+    def _route_problem(self, route: Any) -> str | None:
+        """Why the busdriver's route cannot work by the stops' types, or None; the same route is judged once."""
+        try:
+            key = tuple(route)
+            hash(key)
+        except TypeError:  # a list inside: judged every time
+            return self.known_stops.route_problem(parse_steps(route), "the busdriver's route")
+        if key not in self._route_problems:
+            if len(self._route_problems) >= 1024:
+                self._route_problems.clear()
+            self._route_problems[key] = self.known_stops.route_problem(parse_steps(route), "the busdriver's route")
+        return self._route_problems[key]
 
     def topic(self, name: str) -> faust.TopicT:
         """The topic of a stop (or Source, Error), declared with the bus's partition count."""
@@ -169,8 +187,10 @@ class Bus:
             if name in self.stops:
                 raise ValueError(f"stop {name!r} is declared twice")
             self._known_stops = None
+            self._route_problems.clear()
             self.stops[name] = fn
             types = self.payload_types[name] = stop_types(fn)
+            self.typed = self.typed or types.input is not None or types.output is not None
             if retry is not None:
                 self.recovery.policies[name] = retry
                 self._add_delay_agents()
@@ -178,6 +198,7 @@ class Bus:
                 fn.compensate = self.recovery.compensation(name)  # type: ignore[attr-defined]
             checked = typed(fn, name, types)  # the payload validated by its annotation; untyped: fn itself
             call: StopFunction = RouteStop(checked, name, lambda: self.known_stops) if route else checked
+            self.calls[name] = call
 
             async def run(stream: faust.StreamT[Any]) -> AsyncIterator[Outcome]:
                 await self.caches_ready()
@@ -223,7 +244,10 @@ class Bus:
 
         def register(fn: RouteFunction) -> RouteFunction:
             types = self.payload_types[name] = stop_types(fn)
+            self.record_type, self._known_stops = types.input, None
+            self._route_problems.clear()
             checked = typed(fn, name, StopTypes(types.input))  # a route, not a payload, comes back
+            self.calls[name] = checked
 
             async def run(stream: faust.StreamT[Any]) -> AsyncIterator[Outcome]:
                 async for outcome in serve_agent(stream, partial(self.handle_record, name, checked), self.idleness):
@@ -412,13 +436,15 @@ class Bus:
                     envelope.header["id"] = message_id
             else:
                 check_route(route, self.settings)
+                if self.typed and (problem := self._route_problem(route)):
+                    raise RouteRefused(problem)
                 envelope = stamp(record, route, **({"id": message_id} if message_id else {}))  # with fan-out steps
             if replays:  # (only a replayed record has them, and it has its id)
                 envelope.header[REPLAYS] = replays
         except Drop as drop:
             return self._dropped(stop, drop.reason, stub)
         except Exception as exc:
-            if isinstance(exc, InvalidPayload):
+            if isinstance(exc, InvalidPayload | RouteRefused):
                 log.warning("%s", exc)
             else:
                 log.exception("%s failed on a record", stop)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import logging
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -82,7 +83,10 @@ def stop_types(fn: Callable[..., Any]) -> StopTypes:
     try:
         hints = typing.get_type_hints(fn)
         first = next(iter(inspect.signature(fn).parameters), None)
-    except (NameError, TypeError, ValueError):  # a forward reference that cannot be resolved: untyped
+    except (NameError, TypeError, ValueError) as exc:  # e.g. a class defined inside a function
+        log.warning(
+            "the annotations of %s cannot be read (%s: %s): its payload is not validated", fn, type(exc).__name__, exc
+        )
         return StopTypes()
     returned = hints.get("return")
     if typing.get_origin(returned) in (typing.Union, _UNION_TYPE):  # Contact | None: a stop may drop
@@ -92,6 +96,7 @@ def stop_types(fn: Callable[..., Any]) -> StopTypes:
 
 
 _UNION_TYPE = type(int | None)
+log = logging.getLogger("metrobus")
 
 
 def typed(fn: Callable[..., Any], name: str, types: StopTypes) -> Callable[..., Any]:
@@ -145,3 +150,23 @@ def route_problem(
             after = (out.fields(), f"{stop}'s output {out.name} does not have") if out else None
         known = after if len(names) == 1 else None  # after a fan-out each copy goes its own way
     return None
+
+
+class KnownStops(frozenset[str]):
+    """The stops a route may name, with what each takes and gives: rules checked against them check the types too.
+
+    ``routing.language`` asks any ``known_stops`` it is given for ``route_problem`` (when it
+    has one), so the rules file, the ``routes`` command and the web view refuse a route the
+    types cannot carry, with the same message.
+    """
+
+    types: Mapping[str, StopTypes]
+    record: PayloadType | None
+
+    def __new__(cls, names: Iterable[str], types: Mapping[str, StopTypes], record: PayloadType | None) -> KnownStops:
+        known = super().__new__(cls, names)
+        known.types, known.record = types, record
+        return known
+
+    def route_problem(self, steps: Iterable[Step], where: str) -> str | None:
+        return route_problem(steps, self.types, self.record, where)

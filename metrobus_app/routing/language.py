@@ -200,6 +200,10 @@ def _route(route: Any, where: str, known_stops: Collection[str] | None) -> list[
         for name in stops_of(steps):
             if name not in known_stops:
                 raise RuleError(f"{where}: route names unknown stop {name!r} (known: {', '.join(sorted(known_stops))})")
+        check_types = getattr(known_stops, "route_problem", None)  # the bus's stops know their payload types
+        problem = check_types(steps, where) if check_types is not None else None
+        if problem:
+            raise RuleError(problem)
     return [step_text(step) for step in steps]
 
 

@@ -29,6 +29,12 @@ class Point(TypedDict):
     y: int
 
 
+class Record(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    account_number: int
+    message_type_code: str
+
+
 @dataclass
 class Box:
     width: float
@@ -96,10 +102,6 @@ def test_a_route_whose_stop_needs_a_field_the_one_before_does_not_give_is_refuse
 
     def untyped(payload: dict) -> dict: ...
 
-    class Record(BaseModel):
-        account_number: int
-        message_type_code: str
-
     types = {"AddEmail": stop_types(add_email), "WhiteList": stop_types(whitelist), "Log": stop_types(untyped)}
     record = payload_type(Record)
     assert route_problem(["AddEmail", "WhiteList", "Log"], types, record, "rule 'audit'") is None
@@ -161,3 +163,58 @@ async def test_on_the_bus_a_payload_that_does_not_validate_is_dead_lettered_with
     assert letter["error"] == "InvalidPayload"
     assert letter["fields"] == [{"field": "account_number", "problem": "Field required"}]
     assert typed_bus.stats["AddEmail"].dead_lettered == {"InvalidPayload(account_number)": 1}
+
+
+@pytest.fixture()
+def typed_demo():
+    """The demo's shape, typed: a busdriver of Records, AddEmail (Account -> Contact), WhiteList (Contact)."""
+    app = create_app(Settings(app_id="unit-typed-demo", store="memory://", external_stops=("Log",)))
+    bus = app.bus
+    sent: list[tuple[str, dict]] = []
+
+    async def record(topic: str, key: bytes | None, value: bytes) -> None:
+        sent.append((topic, json.loads(value)))
+
+    bus.sender = record
+
+    @bus.busdriver()
+    def route(record: Record) -> list[str]:
+        return ["WhiteList", "Log"] if record.message_type_code == "BAD" else ["AddEmail", "WhiteList", "Log"]
+
+    @bus.stop("AddEmail")
+    def add_email(account: Account) -> Contact:
+        return Contact(**account.model_dump(), email="a@example.com")
+
+    @bus.stop("WhiteList")
+    def whitelist(contact: Contact) -> Contact:
+        return contact
+
+    app.finalize()
+    app.flow_control.resume()
+    bus.sent = sent
+    return bus
+
+
+def test_rules_whose_types_cannot_carry_the_route_are_refused_with_the_field_and_why(typed_demo):
+    from metrobus_app.routing.language import RuleError, compile_rules
+
+    good = {"default": ["AddEmail", "WhiteList", "Log"], "rules": []}
+    assert compile_rules(good, typed_demo.known_stops).default == ("AddEmail", "WhiteList", "Log")
+    bad = {"default": ["Log"], "rules": [{"name": "audit", "match": {"x": 1}, "route": ["WhiteList", "Log"]}]}
+    with pytest.raises(RuleError, match=r"^rule 'audit': WhiteList needs 'email', which the record does not have$"):
+        compile_rules(bad, typed_demo.known_stops)
+
+
+async def test_a_busdriver_route_the_types_cannot_carry_is_dead_lettered_at_the_busdriver(typed_demo):
+    async with typed_demo.agents["busdriver"].test_context() as agent:
+        good = await agent.put(json.dumps({"account_number": 1, "message_type_code": "OK"}).encode(), key=b"k")
+        bad = await agent.put(json.dumps({"account_number": 2, "message_type_code": "BAD"}).encode(), key=b"k")
+        missing = await agent.put(json.dumps({"message_type_code": "OK"}).encode(), key=b"k")
+        outcomes = [agent.results[event.message.offset] for event in (good, bad, missing)]
+    assert [(o.fate, o.detail) for o in outcomes] == [
+        (FORWARDED, "AddEmail"),
+        (DEAD_LETTERED, "RouteRefused"),
+        (DEAD_LETTERED, "InvalidPayload(account_number)"),
+    ]
+    letters = [value for topic, value in typed_demo.sent if topic == "Error"]
+    assert letters[0]["message"] == "the busdriver's route: WhiteList needs 'email', which the record does not have"

@@ -10,6 +10,7 @@ import pytest
 from agents.busdriver import DEFAULT_ROUTE, route, rules
 from agents.contactpoint import add_email
 from agents.logstop import log_message
+from agents.payloads import Account, Contact, Record
 from agents.whitelist import check_whitelist
 from metrobus_app import Drop, Envelope, bus
 from tables import emails, whitelist
@@ -52,23 +53,24 @@ def no_stored_rules():
 
 
 async def test_the_busdriver_routes_by_message_type_code(no_stored_rules):
-    assert list(await route({"message_type_code": "ALTABC"})) == DEFAULT_ROUTE == ["AddEmail", "WhiteList", "Log"]
-    assert list(await route({"message_type_code": "AUDIT"})) == ["AddEmail", "Log"]
-    assert list(await route({})) == DEFAULT_ROUTE
+    assert list(await route(Record(message_type_code="ALTABC"))) == DEFAULT_ROUTE == ["AddEmail", "WhiteList", "Log"]
+    assert list(await route(Record(message_type_code="AUDIT"))) == ["AddEmail", "Log"]
+    assert list(await route(Record())) == DEFAULT_ROUTE
     assert no_stored_rules.source == "file"
 
 
 def test_contactpoint_adds_the_email_or_drops(caches):
-    assert add_email({"account_number": 1000001})["email"] == "ann.1000001@example.com"
+    assert add_email({"account_number": 1000001, "x": 4}) == Contact(
+        account_number=1000001, x=4, email="ann.1000001@example.com"
+    )
     with pytest.raises(Drop, match="no email for account"):
-        add_email({"account_number": 1999999})
+        add_email(Account(account_number=1999999))
 
 
 def test_whitelist_marks_or_drops(caches):
-    assert check_whitelist({"email": "ann.1000001@example.com"})["whitelist"] is True
-    for payload in ({"email": "bob.1000002@example.com"}, {}):
-        with pytest.raises(Drop, match="not whitelisted"):
-            check_whitelist(payload)
+    assert check_whitelist(Contact(account_number=1000001, email="ann.1000001@example.com"))["whitelist"] is True
+    with pytest.raises(Drop, match="not whitelisted"):
+        check_whitelist(Contact(account_number=1000002, email="bob.1000002@example.com"))
 
 
 def test_logstop_logs_the_final_message(caplog):
@@ -92,12 +94,13 @@ async def test_the_demo_route_through_the_agents(caches, sent):
 
 async def test_unknown_accounts_and_unlisted_emails_are_dropped_by_the_agents(caches, sent):
     assert (await through("AddEmail", {"account_number": 1500000}, ["Log"])).detail == "no email for account"
-    outcome = await through("WhiteList", {"email": "bob.1000002@example.com"}, ["Log"])
+    outcome = await through("WhiteList", {"account_number": 1000002, "email": "bob.1000002@example.com"}, ["Log"])
     assert outcome.detail == "email not whitelisted"
     assert sent == []
 
 
 async def test_a_payload_the_stop_chokes_on_is_dead_lettered(caches, sent):
     outcome = await through("AddEmail", {"no_account": True}, ["Log"])
-    assert (outcome.fate, outcome.detail) == ("dead_lettered", "KeyError")
+    assert (outcome.fate, outcome.detail) == ("dead_lettered", "InvalidPayload(account_number)")
     assert sent[0][0] == "Error"
+    assert json.loads(sent[0][2])["fields"] == [{"field": "account_number", "problem": "Field required"}]
