@@ -14,6 +14,7 @@ from faust.transport import by_url
 
 from metrobus_app.caches.loader import CacheLoader
 from metrobus_app.cli.accounting import register_accounting_commands
+from metrobus_app.cli.asyncapi import register_asyncapi_command
 from metrobus_app.cli.commands import one_line_errors, register_commands
 from metrobus_app.cli.routes import register_routes_command
 from metrobus_app.config.checks import EXACTLY_ONCE
@@ -208,5 +209,6 @@ def default_app() -> tuple[Settings, MetrobusApp]:
     app = create_app(settings, autodiscover=settings.modules)
     register_commands(app)
     register_accounting_commands(app)
+    register_asyncapi_command(app)
     blueprint.register(app, url_prefix="/metrobus/")
     return settings, app
