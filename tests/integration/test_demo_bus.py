@@ -10,7 +10,7 @@ import pytest
 from agents.busdriver import DEFAULT_ROUTE, ROUTES
 from tables.files import ReadReport, read_emails, read_whitelist
 
-from .conftest import bus_env, make_and_warm, read_topic, run_cli
+from .conftest import bus_env, make_and_warm, produce, read_topic, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +85,41 @@ def test_every_pushed_record_is_forwarded_to_the_end_or_dropped_for_a_reason(bro
     assert stops["Log"]["received"] == stops["Log"]["delivered"] == len(expected["Log"])
     delivered_or_dropped = stops["Log"]["delivered"] + sum(expected["drops"].values())
     assert delivered_or_dropped == PUSHED
+
+
+def test_the_typed_demo_dead_letters_malformed_records_with_their_fields(broker, workers, tmp_path):
+    env = bus_env(broker.url, tmp_path / "cli")
+    make_and_warm(env, tmp_path / "data", 200, seed=3)
+    worker = workers().wait_ready()
+    worker.wait_caches({"emails": 160, "whitelist": 80})
+    records = [
+        {"x": 1, "message_type_code": "AUDIT", "account_number": 1_000_001},
+        {"x": 2, "message_type_code": "ALTABC"},  # no account: AddEmail refuses it, naming the field
+        {"x": 3, "message_type_code": "AUDIT", "account_number": "not a number"},  # not a Record: the busdriver
+        {"x": 4, "message_type_code": 7, "account_number": 1_000_001},
+    ]
+    produce(broker, "Source", [(b"k", json.dumps(record).encode()) for record in records])
+
+    letters = {}
+    for _, value in read_topic(broker, "Error", 3):
+        letter = json.loads(value)
+        sent = json.loads(letter["value"])
+        letters[sent.get("payload", sent)["x"]] = letter  # an envelope, or the raw record
+    assert {x: (letter["stop"], letter["error"]) for x, letter in letters.items()} == {
+        2: ("AddEmail", "InvalidPayload"),
+        3: ("busdriver", "InvalidPayload"),
+        4: ("busdriver", "InvalidPayload"),
+    }
+    assert [field["field"] for field in letters[2]["fields"]] == ["account_number"]
+    assert [field["field"] for field in letters[3]["fields"]] == ["account_number"]
+    assert [field["field"] for field in letters[4]["fields"]] == ["message_type_code"]
+    assert letters[2]["replayable"]  # a fixed stop may take it again
+    [(_, logged)] = read_topic(broker, "Log", 1)
+    assert json.loads(logged)["payload"]["x"] == 1
+    stats = worker.wait_for("/metrobus/stats/", lambda s: s["stops"]["AddEmail"]["dead_lettered"] == 1)
+    assert stats["stops"]["AddEmail"]["dead_lettered_by_error"] == {"InvalidPayload(account_number)": 1}
+    assert stats["stops"]["busdriver"]["dead_lettered_by_error"] == {
+        "InvalidPayload(account_number)": 1,
+        "InvalidPayload(message_type_code)": 1,
+    }
+    assert "Traceback" not in worker.log_text()
