@@ -193,7 +193,7 @@ class Bus:
             self.typed = self.typed or types.input is not None or types.output is not None
             if retry is not None:
                 self.recovery.policies[name] = retry
-                self._add_delay_agents()
+                self._add_delay_agents(name)
             with contextlib.suppress(AttributeError, TypeError):  # a builtin or a bound method takes no attribute
                 fn.compensate = self.recovery.compensation(name)  # type: ignore[attr-defined]
             checked = typed(fn, name, types)  # the payload validated by its annotation; untyped: fn itself
@@ -215,8 +215,18 @@ class Bus:
         """Declare how ``stop`` is undone: ``undo(payload, log)`` (the same as ``@fn.compensate``)."""
         return self.recovery.compensation(stop)
 
-    def _add_delay_agents(self) -> None:
-        """An agent per delay tier that sends waiting messages back to their stop when due, once per bus."""
+    def stop_agents(self) -> list[str]:
+        """The stops (and busdriver) this worker runs; not the delay topics' agents."""
+        delay = set(self.recovery.delay_topics())
+        return [name for name in self.agents if name not in delay]
+
+    def _add_delay_agents(self, stop: str) -> None:
+        """An agent per delay tier that sends waiting messages back to their stop when due, once per bus.
+
+        Only a worker that runs a stop with a retry policy runs them.
+        """
+        if self.settings.stops and stop not in self.settings.stops:
+            return
         for topic in self.recovery.delay_topics():
             if topic in self.agents:
                 continue

@@ -106,7 +106,7 @@ class Watch:
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """What this worker publishes: its counters, who it is, and when."""
         now = time.time() if now is None else now
-        self.bus.stats.declare(self.bus.agents)  # the stops this worker runs, at zero before their first message
+        self.bus.stats.declare(self.bus.stop_agents())  # the stops this worker runs, at zero before their first message
         return {
             "worker": self.worker_id,
             "url": self.url,
@@ -189,7 +189,7 @@ class Watch:
 
     async def run(self) -> None:
         """Publish and read the stats and fates topics until the worker stops."""
-        self.bus.stats.declare(self.bus.agents)  # in the metrics too from the start
+        self.bus.stats.declare(self.bus.stop_agents())  # in the metrics too from the start
         topics = [self.stats_topic_name] + ([self.fates_topic_name] if self.settings.fates_max > 0 else [])
         for name in topics:
             await self.topic(name).maybe_declare()
