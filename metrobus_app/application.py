@@ -98,8 +98,8 @@ class MetrobusApp(faust.App):
         self.broker_kind = await wait_for_broker(self.settings)
         self.fetch_wait_ms = fetch_wait_ms(self.settings, self.broker_kind)
         log.info("broker: %s; fetch wait %d ms", BROKER_NAMES[self.broker_kind], self.fetch_wait_ms)
-        if self.settings.processing_guarantee == EXACTLY_ONCE and self.broker_kind == "tansu":
-            install_init_producer_id_v3()  # Tansu refuses aiokafka's v0; Kafka takes it (runtime/compat.py)
+        if self.settings.processing_guarantee == EXACTLY_ONCE:
+            install_init_producer_id_v3()  # Tansu refuses aiokafka's v0 (runtime/compat.py)
 
     async def on_stop(self) -> None:
         """Faust's stop, then what the tracing SDK still holds is sent."""

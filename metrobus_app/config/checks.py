@@ -23,6 +23,7 @@ AT_LEAST_ONCE, EXACTLY_ONCE = "at_least_once", "exactly_once"
 GUARANTEES = (AT_LEAST_ONCE, EXACTLY_ONCE)
 MODES = ("writes", "all")
 TRACING = ("off", "on")
+SWITCH = ("on", "off")
 MIN_TOKEN_CHARS = 16
 ENABLE = "set METROBUS_ADMIN_TOKEN (or METROBUS_ADMIN_TOKEN_FILE) and restart the worker"
 
@@ -121,11 +122,13 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
 
 
 def check_guarantee(settings: Settings) -> None:
-    """Refuse an unknown ``METROBUS_PROCESSING_GUARANTEE`` and limits that cannot work."""
+    """Refuse an unknown ``METROBUS_PROCESSING_GUARANTEE`` or ``METROBUS_IDEMPOTENCE``, and limits that cannot work."""
     if settings.processing_guarantee not in GUARANTEES:
         raise ConfigError(
             f"METROBUS_PROCESSING_GUARANTEE={settings.processing_guarantee!r}: use {' or '.join(GUARANTEES)}"
         )
+    if settings.idempotence not in SWITCH:
+        raise ConfigError(f"METROBUS_IDEMPOTENCE={settings.idempotence!r}: use {' or '.join(SWITCH)}")
     for name in ("max_hops", "max_route_stops", "batch_bytes", "commit_interval_ms"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"METROBUS_{name.upper()} must be at least 1")

@@ -110,6 +110,12 @@ class Settings:
     processing_guarantee: str = _setting(
         "at_least_once", "METROBUS_PROCESSING_GUARANTEE", "at_least_once, or exactly_once (Kafka transactions)."
     )
+    idempotence: str = _setting(
+        "on",
+        "METROBUS_IDEMPOTENCE",
+        "on: the bus's producers are idempotent (acks=all; the broker drops a batch resent after a lost answer, "
+        "so a broker failover duplicates nothing they send); off: for a broker that refuses them.",
+    )
     modules: tuple[str, ...] = _setting(
         ("agents",), "METROBUS_MODULES", "Comma-separated packages of stops and commands the app discovers."
     )

@@ -15,7 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from metrobus_app.config import Settings
-from metrobus_app.runtime.clients import read_topic
+from metrobus_app.runtime.clients import producer_options, read_topic
 from metrobus_app.security.credentials import client_options
 from metrobus_app.wire.envelope import ATTEMPTS, COMPENSATING, RETRY, encode_json, loads_or_none
 from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER
@@ -133,7 +133,7 @@ async def replay(settings: Settings, letters: list[DeadLetter]) -> None:
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.bootstrap_servers,
         client_id=f"{settings.app_id}-replay",
-        acks="all",
+        **producer_options(settings),
         **client_options(settings),
     )
     await producer.start()

@@ -1,14 +1,30 @@
-"""Kafka consumers metrobus runs beside Faust's: no group, every worker (or command) reads every record."""
+"""Kafka clients metrobus runs beside Faust's: consumers outside the group, and what every producer of the bus sets."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from metrobus_app.config.settings import Settings
+from metrobus_app.runtime.compat import install_init_producer_id_v3
 from metrobus_app.security.credentials import client_options
+
+
+def producer_options(settings: Settings) -> dict[str, Any]:
+    """acks=all, and idempotence unless ``METROBUS_IDEMPOTENCE=off``.
+
+    An idempotent producer numbers its batches per partition, so the broker drops a batch that
+    the producer sent again because the first answer was lost (a leader killed mid-request):
+    without it, a failover can write a record twice (a pusher's record then counts as two).
+    """
+    options: dict[str, Any] = {"acks": "all"}
+    if settings.idempotence == "on":
+        install_init_producer_id_v3()
+        options["enable_idempotence"] = True
+    return options
 
 
 def plain_consumer(settings: Settings, purpose: str, *, min_wait_ms: int = 100) -> AIOKafkaConsumer:

@@ -4,8 +4,9 @@ aiokafka 0.14 knows only version 0 of InitProducerId, the request that gives a p
 and epoch. Tansu 0.6, the embedded broker, answers it with an UnknownError: it reads the
 producer id and epoch fields that version 3 (Kafka 2.5, KIP-360) added. kafka-python sends v3
 and works. This teaches aiokafka v3 too; the version is still negotiated per broker (ApiVersions),
-so a broker without v3 gets v0 as before. Installed only for ``exactly_once`` on Tansu
-(``MetrobusApp.on_first_start``): Apache Kafka takes aiokafka's v0 as it is.
+so a broker without v3 gets v0 as before (Apache Kafka speaks v3 since 2.5). Installed before a
+producer of the bus asks for an id: an idempotent one (``clients.producer_options``) or a
+transactional one (``exactly_once``, ``MetrobusApp.on_first_start``).
 """
 
 from __future__ import annotations

@@ -5,13 +5,15 @@
   latency (DESIGN.md measured ~1 s a hop with 1500).
 - The consumer's per-record work is done per fetched batch where Faust does it per record
   (``Consumer``); its commits are gated by ``delivery.DeliveryGuard``.
-- The producer's flush hands over the bus's own batches first (``Producer``, ``runtime/producing.py``).
+- The producer's flush hands over the bus's own batches first (``Producer``, ``runtime/producing.py``),
+  and it is idempotent (``clients.producer_options``).
 - A topic it creates is waited for until every partition has a leader (``Transport``).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import aiokafka
@@ -19,6 +21,7 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from metrobus_app.runtime.broker_health import fetch_wait_ms
+from metrobus_app.runtime.clients import producer_options
 from metrobus_app.runtime.delivery import TransactionManager, guard_of
 from metrobus_app.runtime.intake import Batch, Inbox, inbox_of
 from metrobus_app.runtime.producing import BatchingSend
@@ -214,6 +217,13 @@ class Producer(faust_aiokafka.Producer):
     """
 
     batching: BatchingSend | None = None
+
+    def _settings_extra(self) -> Mapping[str, Any]:
+        """Faust's, idempotent unless the settings say no (``clients.producer_options``)."""
+        settings = getattr(self.app, "settings", None)  # a test app has none: Faust's own then
+        if settings is None:
+            return super()._settings_extra()
+        return {**producer_options(settings), **super()._settings_extra()}
 
     async def flush(self) -> None:
         if self.batching is not None:

@@ -57,3 +57,9 @@ def test_an_unknown_event_loop_is_refused_by_name():
 
     with pytest.raises(ConfigError, match=r"^METROBUS_EVENT_LOOP='trio': use uvloop or asyncio$"):
         install_event_loop(Settings(event_loop="trio"))
+
+
+def test_idempotence_is_on_or_off():
+    assert Settings.from_env({}).idempotence == "on"
+    with pytest.raises(ConfigError, match=r"^METROBUS_IDEMPOTENCE='yes': use on or off$"):
+        Settings.from_env({"METROBUS_IDEMPOTENCE": "yes"})

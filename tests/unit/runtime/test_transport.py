@@ -33,3 +33,12 @@ def test_the_offset_to_commit_is_faust_s_with_or_without_gaps():
             offset = new_offset(consumer, tp)
             results.append((offset, sorted(consumer._acked[tp]), sorted(consumer._acked_index[tp])))
         assert results[0] == results[1], (committed, acked)
+
+
+async def test_the_bus_s_producer_is_idempotent_unless_the_settings_say_no():
+    """A producer that resends a batch after a lost answer (a leader killed) must not write it twice."""
+    for idempotence, expected in (("on", True), ("off", False)):
+        settings = Settings(app_id="unit-producer", store="memory://", idempotence=idempotence)
+        aio = create_app(settings).producer._new_producer()
+        assert (aio._txn_manager is not None) is expected
+        assert aio._sender._acks == -1  # acks=all either way
