@@ -13,7 +13,6 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 import faust
-import orjson
 
 from metrobus_app.caches.cache import Cache
 from metrobus_app.config.settings import Settings
@@ -47,7 +46,7 @@ from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER, kafka_h
 from metrobus_app.wire.letters import encode_letter
 from metrobus_app.wire.letters import letter as make_letter
 from metrobus_app.wire.outcome import DEAD_LETTERED, DELIVERED, DROPPED, FORWARDED, Outcome
-from metrobus_app.wire.steps import FANOUT, parse_steps, stamp
+from metrobus_app.wire.steps import FANOUT, stamp
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs
@@ -89,8 +88,6 @@ class Bus:
         self.rule_set_listeners: list[Callable[[Any], None]] = []
         self._known_stops: KnownStops | None = None
         self.record_type: PayloadType | None = None  # what the busdriver takes, when it says
-        self.typed = False  # whether any stop is typed: then the busdriver's routes are checked
-        self._route_problems: dict[tuple[Any, ...], str | None] = {}
         self.recovery = Recovery(self)  # retry policies, compensations, delay topics (core/recovery.py)
         self._undos = self.recovery.undos  # the stops with a compensation, looked up on every message
         self.calls: dict[str, Callable[..., Any]] = {}  # what each stop's agent calls: the stop, typed or not
@@ -114,19 +111,6 @@ class Bus:
             names = frozenset(self.stops) | frozenset(self.settings.external_stops)
             self._known_stops = KnownStops(names, self.payload_types, self.record_type)
         return self._known_stops
-
-    def _route_problem(self, route: Any) -> str | None:
-        """Why the busdriver's route cannot work by the stops' types, or None; the same route is judged once."""
-        try:
-            key = tuple(route)
-            hash(key)
-        except TypeError:  # a list inside: judged every time
-            return self.known_stops.route_problem(parse_steps(route), "the busdriver's route")
-        if key not in self._route_problems:
-            if len(self._route_problems) >= 1024:
-                self._route_problems.clear()
-            self._route_problems[key] = self.known_stops.route_problem(parse_steps(route), "the busdriver's route")
-        return self._route_problems[key]
 
     def topic(self, name: str) -> faust.TopicT:
         """The topic of a stop (or Source, Error), declared with the bus's partition count."""
@@ -187,10 +171,8 @@ class Bus:
             if name in self.stops:
                 raise ValueError(f"stop {name!r} is declared twice")
             self._known_stops = None
-            self._route_problems.clear()
             self.stops[name] = fn
             types = self.payload_types[name] = stop_types(fn)
-            self.typed = self.typed or types.input is not None or types.output is not None
             if retry is not None:
                 self.recovery.policies[name] = retry
                 self._add_delay_agents(name)
@@ -255,7 +237,6 @@ class Bus:
         def register(fn: RouteFunction) -> RouteFunction:
             types = self.payload_types[name] = stop_types(fn)
             self.record_type, self._known_stops = types.input, None
-            self._route_problems.clear()
             checked = typed(fn, name, StopTypes(types.input))  # a route, not a payload, comes back
             self.calls[name] = checked
 
@@ -446,7 +427,8 @@ class Bus:
                     envelope.header["id"] = message_id
             else:
                 check_route(route, self.settings)
-                if self.typed and (problem := self._route_problem(route)):
+                known = self._known_stops or self.known_stops
+                if known.typed and (problem := known.busdriver_problem(route)):
                     raise RouteRefused(problem)
                 envelope = stamp(record, route, **({"id": message_id} if message_id else {}))  # with fan-out steps
             if replays:  # (only a replayed record has them, and it has its id)
@@ -616,10 +598,9 @@ def _no_stop(payload: Any) -> Any:  # a delay topic's agent runs no stop functio
 def _peek_header(raw: bytes | None) -> dict[str, Any]:
     """The header of an envelope, or {} when ``raw`` is none (for the span's parent, before the checks)."""
     try:
-        value = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
+        header = decode_object(raw).get("header") if raw else None
+    except InvalidEnvelope:
         return {}
-    header = value.get("header") if isinstance(value, dict) else None
     return header if isinstance(header, dict) else {}
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 from typing_extensions import is_typeddict
 
 from metrobus_app.errors import InvalidPayload
-from metrobus_app.wire.steps import Step
+from metrobus_app.wire.steps import Step, parse_steps
 
 
 @dataclass(frozen=True)
@@ -162,11 +162,31 @@ class KnownStops(frozenset[str]):
 
     types: Mapping[str, StopTypes]
     record: PayloadType | None
+    typed: bool  # whether any stop says what it takes or gives: else no route can be refused by types
+    _judged: dict[tuple[Any, ...], str | None]
 
     def __new__(cls, names: Iterable[str], types: Mapping[str, StopTypes], record: PayloadType | None) -> KnownStops:
         known = super().__new__(cls, names)
         known.types, known.record = types, record
+        known.typed = any(t.input is not None or t.output is not None for t in types.values())
+        known._judged = {}
         return known
 
     def route_problem(self, steps: Iterable[Step], where: str) -> str | None:
         return route_problem(steps, self.types, self.record, where)
+
+    def busdriver_problem(self, route: Any) -> str | None:
+        """Why a route the busdriver returned cannot work by the stops' types, or None; each route judged once."""
+        if not self.typed:
+            return None
+        try:
+            key = tuple(route)
+            hash(key)
+        except TypeError:  # a list inside: judged every time
+            return self.route_problem(parse_steps(route), "the busdriver's route")
+        judged = self._judged
+        if key not in judged:
+            if len(judged) >= 1024:
+                judged.clear()
+            judged[key] = self.route_problem(parse_steps(route), "the busdriver's route")
+        return judged[key]

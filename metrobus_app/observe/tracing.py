@@ -23,6 +23,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from metrobus_app.errors import ConfigError
+from metrobus_app.wire.ids import kafka_header
 from metrobus_app.wire.outcome import COMPENSATION_FAILED, DEAD_LETTERED, DROPPED, EXPIRED, FORWARDED, Outcome
 
 if TYPE_CHECKING:
@@ -119,11 +120,10 @@ def from_kafka_headers(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes
     """The W3C trace context a producer put in a record's Kafka headers, if any."""
     if not headers:
         return None
-    pairs = headers.items() if isinstance(headers, Mapping) else headers
     carrier = {
         name: value.decode("latin-1")
-        for name, value in pairs
-        if name in ("traceparent", "tracestate") and isinstance(value, bytes)
+        for name in ("traceparent", "tracestate")
+        if isinstance(value := kafka_header(headers, name), bytes)
     }
     return carrier or None
 
