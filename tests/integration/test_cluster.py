@@ -66,6 +66,14 @@ def delivered(workers: list) -> int:
     return sum(received(worker, "Log") for worker in workers)
 
 
+def state(pusher, workers: list) -> str:
+    """What a stalled run looks like: the pusher's exit and output, what each worker's stops received."""
+    code = pusher.poll()
+    pushing = "running" if code is None else f"exited {code}: {pusher.stderr.read().decode()[-2000:]}"
+    stops = [{stop: received(worker, stop) for stop in STOP_TOPICS} for worker in workers]
+    return f"pusher {pushing}; received by worker: {stops}"
+
+
 def test_killing_the_leading_broker_loses_nothing_and_delivery_goes_on(cluster, cluster_workers, tmp_path):
     env = bus_env(cluster.url, tmp_path / "cli", **REPLICATED)
     warm_demo_caches(env, tmp_path)
@@ -75,7 +83,7 @@ def test_killing_the_leading_broker_loses_nothing_and_delivery_goes_on(cluster, 
     assert replication_of(cluster.bootstrap, STOP_TOPICS) == {3}
 
     pusher = start_push(env, PUSHED, rate=RATE)
-    wait_until(lambda: delivered(running) >= 1000, 90, "the bus to deliver 1000 records")
+    wait_until(lambda: delivered(running) >= 1000, 90, "1000 deliveries", lambda: state(pusher, running))
     leaders = partition_leaders(cluster.bootstrap, STOP_TOPICS)
     victim, led = leaders.most_common(1)[0]
     cluster.kill(victim)

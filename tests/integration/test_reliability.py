@@ -62,10 +62,12 @@ def received(worker, stop: str) -> int:
         return 0
 
 
-def wait_until(check, timeout: float, what: str) -> None:
+def wait_until(check, timeout: float, what: str, state=None) -> None:
+    """Wait for ``check()``; on a timeout say what ``state()`` (if given) tells of the run then."""
     deadline = time.monotonic() + timeout
     while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}" + (f"; {state()}" if state else ""))
         time.sleep(0.2)
 
 
