@@ -25,6 +25,7 @@ from operator import floordiv
 from typing import TYPE_CHECKING, Any
 
 from metrobus_app.config.redaction import redact_known
+from metrobus_app.wire.envelope import trace_id_of
 from metrobus_app.wire.outcome import (
     COMPENSATED,
     COMPENSATING,
@@ -278,6 +279,7 @@ class BusStats:
                     envelope.id if envelope is not None else None,
                     envelope.payload if envelope is not None else None,
                     fate,
+                    trace_id_of(envelope.header) if envelope is not None else None,
                 )
             )
 
@@ -308,7 +310,14 @@ def _buckets(counts: Mapping[int, int]) -> dict[str, int]:
 
 
 def _letter(
-    time_: float, stop: str, error: str, message: str, id_: str | None, payload: Any, fate: str = DEAD_LETTERED
+    time_: float,
+    stop: str,
+    error: str,
+    message: str,
+    id_: str | None,
+    payload: Any,
+    fate: str = DEAD_LETTERED,
+    trace_id: str | None = None,
 ) -> dict[str, Any]:
     return {
         "time": time_,
@@ -317,6 +326,7 @@ def _letter(
         "error": error,
         "message": redact_known(message)[:EXCERPT_CHARS],
         "id": id_,
+        "trace_id": trace_id,
         "payload": None if payload is None else _excerpt(payload),
     }
 

@@ -226,6 +226,7 @@ def test_the_latest_dead_letters_are_kept_newest_first_and_cut_short():
         "error": "InvalidEnvelope",
         "message": "value is not JSON",
         "id": None,
+        "trace_id": None,
         "payload": None,
     }
     assert letters[1]["message"] == f"boom {DEAD_LETTERS_KEPT + 4}"
@@ -311,6 +312,15 @@ def test_the_ends_of_recovery_are_listed_with_the_latest_dead_letters():
         ("compensated", "Reserve", "CardDeclined"),
     ]
     assert letters[2]["id"] == envelope.id and letters[2]["payload"] == '{"order": 7}'
+
+
+def test_a_traced_dead_letter_carries_its_trace_id():
+    stats = BusStats(Clock())
+    envelope = Envelope.stamp({"order": 7}, ["Pay"])
+    envelope.header["trace"] = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    stats.record(outcome("Pay", "dead_lettered", "KeyError", at=T0, envelope=envelope))
+    stats.record(outcome("Pay", "dead_lettered", "KeyError", at=T0 + 1, envelope=Envelope.stamp({}, ["Pay"])))
+    assert [d["trace_id"] for d in stats.snapshot()["dead_letters"]] == [None, "0af7651916cd43dd8448eb211c80319c"]
 
 
 def test_recovery_counters_merge_across_workers_and_with_an_older_worker():

@@ -1,4 +1,4 @@
-"""The dashboard's message view, in headless chromium, shows the trace id of a traced message and its copies."""
+"""The dashboard, in headless chromium, shows the trace id of a traced message, its copies and its dead letter."""
 
 from __future__ import annotations
 
@@ -14,14 +14,41 @@ CHROMIUM = "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"), reason="no chromium")
 TRACE = "0af7651916cd43dd8448eb211c80319c"
 OTHER = "4bf92f3577b34da6a3ce929d0e0e4736"
+LETTERS = [
+    {
+        "time": 1,
+        "stop": "A",
+        "fate": "dead_lettered",
+        "error": "KeyError",
+        "message": "'email'",
+        "id": "traced",
+        "trace_id": TRACE,
+        "payload": "{}",
+    },
+    {
+        "time": 1,
+        "stop": "A",
+        "fate": "dead_lettered",
+        "error": "KeyError",
+        "message": "'email'",
+        "id": "plain",
+        "trace_id": None,
+        "payload": "{}",
+    },
+]
 STATS = {
     "worker_id": "w1",
     "worker": "w1",
     "time": 0,
     "stops": {},
     "bus": {"e2e_ms": {"count": 0}, "e2e_ms_last_minute": {"count": 0}},
-    "dead_letters": [],
-    "cluster": {"workers": {}, "stops": {}, "bus": {"e2e_ms": {"count": 0}, "e2e_ms_last_minute": {"count": 0}}},
+    "dead_letters": LETTERS,
+    "cluster": {
+        "workers": {},
+        "stops": {},
+        "dead_letters": LETTERS,
+        "bus": {"e2e_ms": {"count": 0}, "e2e_ms_last_minute": {"count": 0}},
+    },
 }
 
 
@@ -84,6 +111,9 @@ def test_the_message_view_shows_the_trace_id_and_a_copys_own_when_it_differs():
                 ),
             )
             page.goto("http://bus.test/metrobus/")
+            page.wait_for_selector("#dead-letters table", timeout=10_000)
+            letters = page.locator("#dead-letters tbody tr").all_inner_texts()
+            assert f"trace {TRACE}" in letters[0] and "trace" not in letters[1], letters
 
             def find(message_id: str) -> str:
                 page.evaluate("document.getElementById('message').replaceChildren()")
