@@ -14,6 +14,7 @@ import signal
 import statistics
 import subprocess
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from metrobus_app import Envelope
 
 from .conftest import FAUST, ROOT, Worker, bus_env, produce, read_topic, run_cli
+from .test_exactly_once import committed_ids
 
 pytestmark = pytest.mark.integration
 
@@ -148,6 +150,22 @@ def test_a_long_wait_goes_through_the_delay_topic_and_later_messages_overtake_it
     assert seen["bus"]["waiting_to_retry"] == 0
 
 
+def test_an_exactly_once_worker_retries_through_the_delay_topic_and_delivers_each_message_once(broker, workers, extra):
+    """In Faust's transactional mode the wait in the delay topic and the way back are in transactions too."""
+    count = 40
+    worker = workers(**extra, METROBUS_PROCESSING_GUARANTEE="exactly_once").wait_ready()
+    sent = [(f"k{n}".encode(), arriving({"n": n, "fail_once": n % 2 == 0}, ["Later", "Done"])) for n in range(count)]
+    produce(broker, "Later", sent)
+
+    seen = stats(worker, lambda s: s["stops"].get("Done", {}).get("delivered") == count, 90)
+    assert seen["stops"]["Later"]["retried_by_where"] == {DELAY_TOPIC: count // 2}
+    assert seen["stops"][DELAY_TOPIC]["forwarded_to"] == {"Later": count // 2}
+    done, waited = committed_ids(broker, "Done"), committed_ids(broker, DELAY_TOPIC)
+    assert len(done) == count and set(done.values()) == {1}, done
+    assert len(waited) == count // 2 and set(waited.values()) == {1}, waited
+    assert "transactional" in worker.log_text()
+
+
 def test_a_fatal_error_at_the_third_stop_undoes_the_second_then_the_first_and_dead_letters_the_story(
     broker, workers, extra, records
 ):
@@ -256,9 +274,16 @@ def _values(broker, expect: int) -> list[bytes]:
     return [value for _, value in read_topic(broker, "Error", expect)]
 
 
-def test_kill_9_while_messages_wait_in_a_delay_topic_loses_none(broker, workers, extra, records, tmp_path):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_kill_9_while_messages_wait_in_a_delay_topic_loses_none(broker, workers, extra, records, tmp_path, guarantee):
+    """Exactly once, a read_committed reader sees each message on Done once (on Kafka; Tansu shows aborted ones)."""
     pushed, wait_s = 400, 3.0
-    extra = {**extra, "METROBUS_TEST_FAIL_ONCE": "all", "METROBUS_TEST_LATER_WAIT_S": str(wait_s)}
+    extra = {
+        **extra,
+        "METROBUS_TEST_FAIL_ONCE": "all",
+        "METROBUS_TEST_LATER_WAIT_S": str(wait_s),
+        "METROBUS_PROCESSING_GUARANTEE": guarantee,
+    }
     env = bus_env(broker.url, tmp_path / "cli", **extra)
     worker = workers("crashing", **extra).wait_ready()
     rules = tmp_path / "later.toml"
@@ -267,14 +292,20 @@ def test_kill_9_while_messages_wait_in_a_delay_topic_loses_none(broker, workers,
     assert routed.returncode == 0, routed.stderr
     worker.wait_for("/metrobus/routes/", lambda view: view.get("revision") == 1, 10)
 
-    args = ["push", "--count", str(pushed), "--seed", "5", "--rate", "100"]
+    rate = 100 if guarantee == "at_least_once" else 50  # (transactions: the stops' view of the topics lags)
+    args = ["push", "--count", str(pushed), "--seed", "5", "--rate", str(rate)]
     pusher = subprocess.Popen([*FAUST, *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     def delivered() -> int:
         return worker.get("/metrobus/stats/")["stops"].get("Done", {}).get("delivered", 0)
 
-    # Killed once the first retries are through (offsets were committed since), while most wait.
-    wait_until(lambda: delivered() >= 50, 90, "the first 50 messages to be delivered after their retry")
+    if guarantee == "at_least_once":
+        # Killed once the first retries are through (offsets were committed since), while most wait.
+        wait_until(lambda: delivered() >= 50, 90, "the first 50 messages to be delivered after their retry")
+    else:
+        # A stop sees the records of a transaction once it commits (every 2.8 s): the first deliveries
+        # come in a bulk after the wait, so the kill comes once 150 failed and wait in the delay topic.
+        wait_until(lambda: len(list(records.glob("later-*.failed"))) >= 150, 90, "150 messages to fail once")
     before = worker.get("/metrobus/stats/")
     worker.process.send_signal(signal.SIGKILL)
     worker.process.wait()
@@ -307,7 +338,12 @@ def test_kill_9_while_messages_wait_in_a_delay_topic_loses_none(broker, workers,
     assert len(set(ids)) == pushed
     # At least once: only what was taken since the last commit before the kill runs again.
     assert result["duplicates"] <= at_kill["taken_by_busdriver"], result
+    if guarantee == "exactly_once" and broker.kind == "kafka":
+        once = committed_ids(broker, "Done")
+        assert len(once) == pushed and set(once.values()) == {1}, Counter(once.values())
     report = {
+        "guarantee": guarantee,
+        "broker": broker.kind,
         "pushed": pushed,
         "at_kill": at_kill,
         "delivered": result["delivered"],
