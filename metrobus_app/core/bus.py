@@ -23,7 +23,8 @@ from metrobus_app.core.retry import Retry
 from metrobus_app.core.route import RouteStop, fan_out, late_copies
 from metrobus_app.errors import Drop, InvalidEnvelope, InvalidPayload, RouteRefused, UnknownStop
 from metrobus_app.observe.stats import BusStats
-from metrobus_app.observe.tracing import Tracing, from_kafka_headers, kafka_headers
+from metrobus_app.observe.tracing import Tracing, from_kafka_headers
+from metrobus_app.observe.tracing import arriving as arriving_span
 from metrobus_app.runtime.intake import Idleness, serve_agent, timestamp_ms
 from metrobus_app.runtime.producing import too_large
 from metrobus_app.runtime.raw_schema import RawSchema
@@ -33,10 +34,8 @@ from metrobus_app.wire.envelope import (
     COMPENSATING,
     DEADLINE,
     HISTORICAL_ROUTE,
-    HOPS,
     REPLAYS,
     RETRY,
-    TRACE,
     Envelope,
     arriving,
     decode_object,
@@ -278,22 +277,12 @@ class Bus:
     ) -> Outcome:
         """``handle`` in a span of its own, child of the hop that sent the message (``header.trace``)."""
         assert self.tracing is not None
-        header = _peek_header(raw)
-        carrier = header.get(TRACE)
-        if not isinstance(carrier, dict):
-            carrier = from_kafka_headers(getattr(message, "headers", None))
-        if COMPENSATING in header:
-            kind = "metrobus.compensate"
-        message_id = header.get("id") if isinstance(header.get("id"), str) else None
-        outcome: Outcome | None = None
-        span, token = self.tracing.start(kind, stop, carrier, message, message_id)
-        try:
-            if kind == "metrobus.delay":
-                outcome = await self.recovery.send_back(stop, key, raw)
-            else:
-                outcome = await self._handle(stop, fn, key, raw, received_at)
-        finally:
-            self.tracing.end(span, token, outcome)
+        kind, carrier, message_id = arriving_span(kind, raw, message)
+        if kind == "metrobus.delay":
+            run = partial(self.recovery.send_back, stop, key, raw)
+        else:
+            run = partial(self._handle, stop, fn, key, raw, received_at)
+        outcome = await self.tracing.around(kind, stop, carrier, message, run, message_id)
         return self._observed(outcome, received_at, started)
 
     async def handle_record(
@@ -310,14 +299,11 @@ class Bus:
             return self._observed(
                 await self._handle_record(stop, fn, key, raw, message, received_at), received_at, started
             )
+        handled = partial(self._handle_record, stop, fn, key, raw, message, received_at)
         carrier = from_kafka_headers(getattr(message, "headers", None))  # a producer's trace, if it started one
-        outcome: Outcome | None = None
-        span, token = self.tracing.start("metrobus.stop", stop, carrier, message)
-        try:
-            outcome = await self._handle_record(stop, fn, key, raw, message, received_at)
-        finally:
-            self.tracing.end(span, token, outcome)
-        return self._observed(outcome, received_at, started)
+        return self._observed(
+            await self.tracing.around("metrobus.stop", stop, carrier, message, handled), received_at, started
+        )
 
     async def run_stop(
         self, stop: str, fn: StopFunction, key: bytes | None, raw: bytes | None, received_at: float
@@ -325,13 +311,8 @@ class Bus:
         """Run one message through a stop (``handle`` without observing the outcome): for a retry in place."""
         if self.tracing is None:
             return await self._handle(stop, fn, key, raw, received_at)
-        outcome: Outcome | None = None
-        span, token = self.tracing.start("metrobus.retry", stop, self.tracing.carrier(), None)
-        try:
-            outcome = await self._handle(stop, fn, key, raw, received_at)
-        finally:
-            self.tracing.end(span, token, outcome)
-        return outcome
+        handled = partial(self._handle, stop, fn, key, raw, received_at)
+        return await self.tracing.around("metrobus.retry", stop, self.tracing.carrier(), None, handled)
 
     def observe(self, outcome: Outcome, received_at: float, started: float) -> Outcome:
         """Hand an outcome to the observers (stats, fates), timed from ``received_at`` and ``started``."""
@@ -492,13 +473,8 @@ class Bus:
     async def _forward_traced(self, envelope: Envelope, key: bytes | None, next_stop: str, *, stop: str) -> Outcome:
         """The send of ``forward`` with the running hop's trace context in ``header.trace`` and the Kafka headers."""
         assert self.tracing is not None
-        carrier = self.tracing.carrier()
-        envelope.header[TRACE] = carrier
-        ids = self.tracing.ids()
-        if ids is not None:
-            envelope.header[HOPS][-1].update(trace_id=ids[0], span_id=ids[1])
+        headers = self.tracing.stamp(envelope)
         value = envelope.to_bytes()
-        headers = kafka_headers(carrier)
         offer = self.offer
         try:
             if offer is None or not offer(next_stop, key, value, headers):
@@ -593,15 +569,6 @@ def _trace_note(header: dict[str, Any]) -> str:
 
 def _no_stop(payload: Any) -> Any:  # a delay topic's agent runs no stop function
     return payload
-
-
-def _peek_header(raw: bytes | None) -> dict[str, Any]:
-    """The header of an envelope, or {} when ``raw`` is none (for the span's parent, before the checks)."""
-    try:
-        header = decode_object(raw).get("header") if raw else None
-    except InvalidEnvelope:
-        return {}
-    return header if isinstance(header, dict) else {}
 
 
 # Header fields that make recovery look at a message on arrival (core/recovery.py).

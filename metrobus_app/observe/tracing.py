@@ -15,14 +15,15 @@ from __future__ import annotations
 import contextvars
 import logging
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from metrobus_app.errors import ConfigError
+from metrobus_app.errors import ConfigError, InvalidEnvelope
+from metrobus_app.wire.envelope import COMPENSATING, HOPS, TRACE, Envelope, decode_object
 from metrobus_app.wire.ids import kafka_header
 from metrobus_app.wire.outcome import COMPENSATION_FAILED, DEAD_LETTERED, DROPPED, EXPIRED, FORWARDED, Outcome
 
@@ -97,6 +98,33 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR, f"{outcome.detail}: {outcome.message}"[:500]))
         span.end()
 
+    async def around(
+        self,
+        name: str,
+        stop: str,
+        carrier: Mapping[str, str] | None,
+        message: Any,
+        run: Callable[[], Awaitable[Outcome]],
+        message_id: str | None = None,
+    ) -> Outcome:
+        """``await run()`` as one hop's span (``start``, then ``end`` with the outcome, or an error if it raised)."""
+        outcome: Outcome | None = None
+        span, token = self.start(name, stop, carrier, message, message_id)
+        try:
+            outcome = await run()
+        finally:
+            self.end(span, token, outcome)
+        return outcome
+
+    def stamp(self, envelope: Envelope) -> list[tuple[str, bytes]]:
+        """Put the running hop's context in ``header.trace`` and its ids in the last hop; the Kafka headers to send."""
+        carrier = self.carrier()
+        envelope.header[TRACE] = carrier
+        ids = self.ids()
+        if ids is not None:
+            envelope.header[HOPS][-1].update(trace_id=ids[0], span_id=ids[1])
+        return kafka_headers(carrier)
+
     @staticmethod
     def carrier() -> dict[str, str]:
         """The running hop's context as ``header.trace`` holds it (empty outside a hop)."""
@@ -114,6 +142,28 @@ class Tracing:
             return None
         context = span.get_span_context()
         return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def arriving(name: str, raw: bytes | None, message: Any) -> tuple[str, dict[str, str] | None, str | None]:
+    """What an arriving message says of its hop's span: its name, its parent's context, the message id.
+
+    The parent is the hop that sent it (``header.trace``), else a producer's ``traceparent`` in
+    the record's Kafka headers; a message on its way back to be undone is a ``metrobus.compensate`` span.
+    The envelope is read here before the bus checks it: what is not one has no parent.
+    """
+    try:
+        header = decode_object(raw).get("header") if raw else None
+    except InvalidEnvelope:
+        header = None
+    if not isinstance(header, dict):
+        header = {}
+    carrier = header.get(TRACE)
+    if not isinstance(carrier, dict):
+        carrier = from_kafka_headers(getattr(message, "headers", None))
+    if COMPENSATING in header:
+        name = "metrobus.compensate"
+    message_id = header.get("id")
+    return name, carrier, message_id if isinstance(message_id, str) else None
 
 
 def from_kafka_headers(headers: Iterable[tuple[str, bytes]] | Mapping[str, bytes] | None) -> dict[str, str] | None:
