@@ -28,7 +28,7 @@ from metrobus_app.observe.tracing import configure as configure_tracing
 from metrobus_app.observe.tracing import shutdown as shutdown_tracing
 from metrobus_app.routing.rule_set import RouteRules
 from metrobus_app.runtime.broker_health import BROKER_NAMES, fetch_wait_ms, wait_for_broker, watch_broker
-from metrobus_app.runtime.compat import install_init_producer_id_v3
+from metrobus_app.runtime.compat import ready_for_producer_ids
 from metrobus_app.runtime.delivery import install as install_delivery
 from metrobus_app.runtime.transport import Transport
 from metrobus_app.security.credentials import broker_credentials
@@ -65,6 +65,8 @@ class Worker(faust.Worker):
 class MetrobusApp(faust.App):
     """A Faust app that knows its metrobus settings and uses the metrobus transport."""
 
+    broker_kind: str | None = None  # "tansu" or "kafka" once known (runtime/broker_health.py)
+
     def __init__(self, settings: Settings, **options: Any) -> None:
         self.settings = settings
         # Who may use the web server (security/web_guard.py); secrets kept out of log records (config/redaction.py).
@@ -98,8 +100,8 @@ class MetrobusApp(faust.App):
         self.broker_kind = await wait_for_broker(self.settings)
         self.fetch_wait_ms = fetch_wait_ms(self.settings, self.broker_kind)
         log.info("broker: %s; fetch wait %d ms", BROKER_NAMES[self.broker_kind], self.fetch_wait_ms)
-        if self.settings.processing_guarantee == EXACTLY_ONCE:
-            install_init_producer_id_v3()  # Tansu refuses aiokafka's v0 (runtime/compat.py)
+        if self.settings.processing_guarantee == EXACTLY_ONCE or self.settings.idempotence == "on":
+            await ready_for_producer_ids(self.settings, self.broker_kind)  # Tansu refuses aiokafka's v0
 
     async def on_stop(self) -> None:
         """Faust's stop, then what the tracing SDK still holds is sent."""

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 
 from metrobus_app.config import Settings
 from metrobus_app.runtime.clients import producer_options, read_topic
+from metrobus_app.runtime.compat import ready_for_producer_ids
 from metrobus_app.security.credentials import client_options
 from metrobus_app.wire.envelope import ATTEMPTS, COMPENSATING, RETRY, encode_json, loads_or_none
 from metrobus_app.wire.ids import REPLAY_COUNT_HEADER, REPLAY_ID_HEADER
@@ -136,6 +137,7 @@ async def replay(settings: Settings, letters: list[DeadLetter]) -> None:
         **producer_options(settings),
         **client_options(settings),
     )
+    await ready_for_producer_ids(settings)
     await producer.start()
     try:
         for letter in letters:

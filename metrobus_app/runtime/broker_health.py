@@ -50,7 +50,7 @@ def fetch_wait_ms(settings: Settings, kind: str) -> int:
     return settings.fetch_wait_ms or FETCH_WAIT_MS[kind]
 
 
-async def _probe(settings: Settings) -> str | None:
+async def probe(settings: Settings) -> str | None:
     """The cluster id the broker names in a metadata answer; raise unless it answers within ``PROBE_TIMEOUT_S``."""
     client = AIOKafkaClient(
         bootstrap_servers=settings.bootstrap_servers,
@@ -72,7 +72,7 @@ async def wait_for_broker(settings: Settings) -> str:
     delay, started, tries = FIRST_DELAY_S, time.monotonic(), 0
     while True:
         try:
-            cluster_id = await _probe(settings)
+            cluster_id = await probe(settings)
         except Exception as exc:
             tries += 1
             log.warning(
@@ -97,7 +97,7 @@ async def watch_broker(app: Any) -> None:
     delay = FIRST_DELAY_S
     while True:
         try:
-            await _probe(settings)
+            await probe(settings)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

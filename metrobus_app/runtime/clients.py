@@ -9,7 +9,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from metrobus_app.config.settings import Settings
-from metrobus_app.runtime.compat import install_init_producer_id_v3
 from metrobus_app.security.credentials import client_options
 
 
@@ -22,8 +21,7 @@ def producer_options(settings: Settings) -> dict[str, Any]:
     """
     options: dict[str, Any] = {"acks": "all"}
     if settings.idempotence == "on":
-        install_init_producer_id_v3()
-        options["enable_idempotence"] = True
+        options["enable_idempotence"] = True  # asks for a producer id: see compat.ready_for_producer_ids
     return options
 
 

@@ -4,19 +4,26 @@ aiokafka 0.14 knows only version 0 of InitProducerId, the request that gives a p
 and epoch. Tansu 0.6, the embedded broker, answers it with an UnknownError: it reads the
 producer id and epoch fields that version 3 (Kafka 2.5, KIP-360) added. kafka-python sends v3
 and works. This teaches aiokafka v3 too; the version is still negotiated per broker (ApiVersions),
-so a broker without v3 gets v0 as before (Apache Kafka speaks v3 since 2.5). Installed before a
-producer of the bus asks for an id: an idempotent one (``clients.producer_options``) or a
-transactional one (``exactly_once``, ``MetrobusApp.on_first_start``).
+so a broker without v3 gets v0 as before. Installed only on Tansu, before a producer of the bus
+asks for an id there (an idempotent one, ``clients.producer_options``, or a transactional one in
+``exactly_once``): by ``MetrobusApp.on_first_start`` in a worker, by ``ready_for_producer_ids``
+in a command. Apache Kafka takes aiokafka's v0 as it is, so there it stays off.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from aiokafka.producer import sender as aiokafka_sender
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.transaction import InitProducerIdRequest_v0
 from aiokafka.protocol.types import CompactString, Int16, Int32, Int64, Schema, TaggedFields
+
+from metrobus_app.config.settings import Settings
+from metrobus_app.runtime.broker_health import broker_kind, probe
+
+log = logging.getLogger("metrobus.compat")
 
 
 class InitProducerIdResponse_v3(Response):
@@ -63,3 +70,20 @@ class InitProducerIdRequest(Request[InitProducerIdRequest_v0 | InitProducerIdReq
 def install_init_producer_id_v3() -> None:
     """Make aiokafka's producers ask for their id with v3 where the broker speaks it."""
     aiokafka_sender.InitProducerIdRequest = InitProducerIdRequest
+
+
+async def ready_for_producer_ids(settings: Settings, kind: str | None = None) -> str | None:
+    """Before a producer asks for its id: v3 if the broker is Tansu. The broker's kind (None: it did not answer).
+
+    ``kind`` is the broker's when known (a worker knows it from its start); else one probe asks
+    (a command): a broker that does not answer is left to the producer's own start to report.
+    """
+    if kind is None:
+        try:
+            kind = broker_kind(await probe(settings))
+        except Exception:
+            return None
+    if kind == "tansu" and aiokafka_sender.InitProducerIdRequest is not InitProducerIdRequest:
+        install_init_producer_id_v3()
+        log.info("producer ids: InitProducerId v3 for Tansu (runtime/compat.py)")
+    return kind

@@ -22,6 +22,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from metrobus_app.runtime.broker_health import fetch_wait_ms
 from metrobus_app.runtime.clients import producer_options
+from metrobus_app.runtime.compat import ready_for_producer_ids
 from metrobus_app.runtime.delivery import TransactionManager, guard_of
 from metrobus_app.runtime.intake import Batch, Inbox, inbox_of
 from metrobus_app.runtime.producing import BatchingSend
@@ -217,6 +218,14 @@ class Producer(faust_aiokafka.Producer):
     """
 
     batching: BatchingSend | None = None
+
+    async def on_start(self) -> None:
+        """Faust's start, once aiokafka asks for the producer's id as the broker needs (``compat``)."""
+        app = self.app
+        settings = getattr(app, "settings", None)
+        if settings is not None and settings.idempotence == "on" and getattr(app, "broker_kind", None) is None:
+            app.broker_kind = await ready_for_producer_ids(settings)  # type: ignore[attr-defined]  # a command's app
+        await super().on_start()
 
     def _settings_extra(self) -> Mapping[str, Any]:
         """Faust's, idempotent unless the settings say no (``clients.producer_options``)."""

@@ -59,6 +59,7 @@ def test_an_exactly_once_worker_delivers_every_message_once(broker, workers, tmp
     # The worker told its broker by the cluster id and waits as suits it (InitProducerId v3 on Tansu only).
     expected = {"tansu": "broker: Tansu; fetch wait 10 ms", "kafka": "broker: Kafka; fetch wait 500 ms"}
     assert expected[broker.kind] in worker.log_text()
+    assert ("InitProducerId v3 for Tansu" in worker.log_text()) is (broker.kind == "tansu")
 
 
 def kill_9_in_the_middle(env, workers, pushed: int, at: int):
