@@ -124,8 +124,14 @@ def to_json(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value.model_dump(mode="json")
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return TypeAdapter(type(value)).dump_python(value, mode="json")
+        return _adapter(type(value)).dump_python(value, mode="json")
     return value
+
+
+@functools.cache
+def _adapter(kind: type) -> TypeAdapter[Any]:
+    """One TypeAdapter per returned dataclass type: building one costs far more than a dump."""
+    return TypeAdapter(kind)
 
 
 def route_problem(

@@ -320,7 +320,7 @@ def asyncapi_document(bus: Bus, routes: Mapping[str, Any] | None = None) -> dict
 
     source = settings.source_topic
     busdrivers = [name for name in bus.payload_types if name not in bus.stops]
-    record_type = bus.payload_types[busdrivers[0]].input if busdrivers else None
+    record_type = bus.record_type
     channel(
         source,
         "Raw records enter the bus here; the busdriver stamps each one's route.",

@@ -56,6 +56,17 @@ def load_example(name: str) -> ModuleType:
     return module
 
 
+def exports(name: str) -> dict[str, str]:
+    """The variables a shell example (``docs/examples/<name>``) exports, by name."""
+    found = {}
+    for line in (EXAMPLES / name).read_text().splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:1] == ["export"]:
+            variable, value = words[1].split("=", 1)
+            found[variable] = value
+    return found
+
+
 # --- every example is used by a page, and every snippet a page includes exists --------------
 
 

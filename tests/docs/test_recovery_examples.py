@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import time
 from collections.abc import Iterator
 from types import ModuleType
@@ -25,7 +24,7 @@ from metrobus_app.wire.outcome import (
     RETRYING,
     Outcome,
 )
-from tests.docs.test_examples import EXAMPLES, ROOT, load_example
+from tests.docs.test_examples import EXAMPLES, ROOT, exports, load_example
 
 
 class Sent(list):
@@ -204,16 +203,6 @@ async def test_no_attempts_left_is_final(retrying, monkeypatch):
 
 
 # --- the delay tiers --------------------------------------------------------------------------------
-
-
-def exports(name: str) -> dict[str, str]:
-    found = {}
-    for line in (EXAMPLES / name).read_text().splitlines():
-        words = shlex.split(line, comments=True)
-        if words[:1] == ["export"]:
-            variable, value = words[1].split("=", 1)
-            found[variable] = value
-    return found
 
 
 def test_the_tier_settings_give_the_delay_topics_the_page_names(fresh_bus):

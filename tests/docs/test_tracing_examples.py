@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import shlex
 import subprocess
 
 import pytest
@@ -14,7 +13,7 @@ from opentelemetry.trace import SpanKind
 
 import metrobus_app
 from metrobus_app import Settings, create_app
-from tests.docs.test_examples import DOCS, EXAMPLES, ROOT, commands_of, load_example
+from tests.docs.test_examples import DOCS, EXAMPLES, ROOT, commands_of, exports, load_example
 
 
 @pytest.fixture()
@@ -96,16 +95,6 @@ async def test_the_trace_id_is_in_the_hops_the_envelope_and_the_kafka_headers(tr
 
 
 # --- the collector's shell example -------------------------------------------------------------------
-
-
-def exports(name: str) -> dict[str, str]:
-    found = {}
-    for line in (EXAMPLES / name).read_text().splitlines():
-        words = shlex.split(line, comments=True)
-        if words[:1] == ["export"]:
-            variable, value = words[1].split("=", 1)
-            found[variable] = value
-    return found
 
 
 def test_the_collector_example_is_valid_bash():
