@@ -30,6 +30,8 @@ from metrobus_app.routing.rule_set import RouteRules
 from metrobus_app.runtime.broker_health import BROKER_NAMES, fetch_wait_ms, wait_for_broker, watch_broker
 from metrobus_app.runtime.compat import ready_for_producer_ids
 from metrobus_app.runtime.delivery import install as install_delivery
+from metrobus_app.runtime.seams import check as check_seams
+from metrobus_app.runtime.shutdown import ShutdownDeadline
 from metrobus_app.runtime.transport import Transport
 from metrobus_app.security.credentials import broker_credentials
 from metrobus_app.security.web_guard import WebGuard
@@ -61,11 +63,27 @@ class Worker(faust.Worker):
             raise SystemExit(f"metrobus: {exc}") from None
         super().execute_from_commandline()
 
+    async def stop(self) -> None:
+        """Faust's stop, within ``METROBUS_SHUTDOWN_TIMEOUT_S`` (``runtime/shutdown.py``)."""
+        self.deadline.arm("told to stop")
+        await super().stop()
+
+    def on_worker_shutdown(self) -> None:
+        self.deadline.arm("the worker is shutting down")
+
+    @property
+    def deadline(self) -> ShutdownDeadline:
+        app = cast(MetrobusApp, self.app)
+        if app.shutdown_deadline is None:
+            app.shutdown_deadline = ShutdownDeadline(app.settings.shutdown_timeout_s)
+        return app.shutdown_deadline
+
 
 class MetrobusApp(faust.App):
     """A Faust app that knows its metrobus settings and uses the metrobus transport."""
 
     broker_kind: str | None = None  # "tansu" or "kafka" once known (runtime/broker_health.py)
+    shutdown_deadline: ShutdownDeadline | None = None  # a worker's, once it runs (never in a test's app)
 
     def __init__(self, settings: Settings, **options: Any) -> None:
         self.settings = settings
@@ -100,6 +118,8 @@ class MetrobusApp(faust.App):
         self.broker_kind = await wait_for_broker(self.settings)
         self.fetch_wait_ms = fetch_wait_ms(self.settings, self.broker_kind)
         log.info("broker: %s; fetch wait %d ms", BROKER_NAMES[self.broker_kind], self.fetch_wait_ms)
+        if self.settings.processing_guarantee == EXACTLY_ONCE:
+            check_seams()
         if self.settings.processing_guarantee == EXACTLY_ONCE or self.settings.idempotence == "on":
             await ready_for_producer_ids(self.settings, self.broker_kind)  # Tansu refuses aiokafka's v0
 

@@ -132,6 +132,8 @@ def check_guarantee(settings: Settings) -> None:
     for name in ("max_hops", "max_route_stops", "batch_bytes", "commit_interval_ms"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"METROBUS_{name.upper()} must be at least 1")
+    if not 1 <= settings.shutdown_timeout_s <= 3600:
+        raise ConfigError(f"METROBUS_SHUTDOWN_TIMEOUT_S={settings.shutdown_timeout_s:g}: use 1 to 3600 seconds")
 
 
 def admin_token(settings: Settings) -> str | None:

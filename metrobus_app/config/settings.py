@@ -110,6 +110,12 @@ class Settings:
     processing_guarantee: str = _setting(
         "at_least_once", "METROBUS_PROCESSING_GUARANTEE", "at_least_once, or exactly_once (Kafka transactions)."
     )
+    shutdown_timeout_s: float = _setting(
+        15.0,
+        "METROBUS_SHUTDOWN_TIMEOUT_S",
+        "Longest a worker takes to stop once told to (SIGTERM, SIGINT, a crash): it commits what it can in that "
+        "time, then ends anyway, its open transactions left for the broker to abort. Under Kubernetes' 30 s grace.",
+    )
     idempotence: str = _setting(
         "on",
         "METROBUS_IDEMPOTENCE",

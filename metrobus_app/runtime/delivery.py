@@ -16,11 +16,11 @@ been answered by the broker, and two things remain to be made sure here:
   batches to the producer (``transport.Producer``) and waits for them too.
 
 **Exactly once (``METROBUS_PROCESSING_GUARANTEE=exactly_once``)** is Faust's transactional
-mode: a transactional producer per partition; the forwards and the consumed offsets of a
-partition are committed in one transaction. Faust names the transaction by the destination
-topic's partition group, which exists only for topics this app consumes; sends to other topics
-(the dead-letter topic, the fates and stats topics, external stops) go through the plain
-producer, at least once (``TransactionManager`` below).
+mode, with the part the guarantee rests on kept by the bus (``runtime/transactions.py``): a
+transactional producer per source partition; what a record causes and its offset are committed
+in one transaction, the one of the partition it was read from, and commits come between records.
+Sends to topics the app does not consume (the dead-letter topic, the fates and stats topics,
+external stops) go through the plain producer, at least once (``TransactionManager`` below).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from faust.transport.consumer import TransactionManager as FaustTransactionManag
 from metrobus_app.config.checks import EXACTLY_ONCE
 from metrobus_app.errors import MetrobusError
 from metrobus_app.runtime.producing import crc32_partition, send_for, too_large
+from metrobus_app.runtime.transactions import current_unit, gate_of
 from metrobus_app.wire.topics import fates_topic
 
 log = logging.getLogger("metrobus.delivery")
@@ -165,17 +166,35 @@ def _in_a_partition_group(app: Any, topic: str) -> bool:
 
 
 class TransactionManager(FaustTransactionManager):
-    """Faust's transaction manager, except that a topic this app does not consume is sent to outside transactions.
+    """Faust's transaction manager, with a record's sends in the transaction of the partition it was read from.
 
-    Faust picks the transactional producer by the destination's partition group, which only
-    consumed topics have (``KeyError`` otherwise): the dead-letter topic and the watch's
-    topics would fail in exactly-once mode.
+    See ``runtime/transactions.py`` for why. A send made outside a stop's record (no unit) keeps
+    Faust's choice, the destination's transaction. A topic this app does not consume has no
+    partition group, so no transaction (Faust raises ``KeyError``): the dead-letter topic and the
+    watch's topics are sent to outside transactions, at least once.
     """
 
     async def send(self, topic: str, key: bytes | None, value: bytes | None, *args: Any, **kwargs: Any) -> Any:
-        if not _in_a_partition_group(self.app, topic):
+        app = self.app
+        if not _in_a_partition_group(app, topic):
             return await self.producer.send(topic, key, value, *args, **kwargs)
-        return await super().send(topic, key, value, *args, **kwargs)
+        unit, gate = current_unit(), gate_of(app)
+        if unit is None or gate is None:
+            return await super().send(topic, key, value, *args, **kwargs)
+        if not unit.sent:
+            await gate.admit(unit)
+        if unit.tid is None:
+            unit.tid = f"{app.conf.id}-{app.assignor.group_for_topic(unit.topic)}-{unit.partition}"
+        partition, timestamp, headers = [*args, None, None, None][:3]
+        partition = self.consumer.key_partition(topic, key, partition)
+        return await self.producer.send(topic, key, value, partition, timestamp, headers, transactional_id=unit.tid)
+
+    async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
+        """Faust's (the revoked partitions' producers stopped, the assigned ones' begun), in a new epoch of the gate."""
+        gate = gate_of(self.app)
+        if gate is not None and revoked:
+            gate.new_epoch()
+        await super().on_rebalance(assigned, revoked, newly_assigned)
 
 
 async def publish_fates_before_commit(app: Any) -> None:

@@ -30,6 +30,8 @@ from faust.types import TP, Message
 from faust.types.tuples import ack_lock
 from mode.utils.futures import notify
 
+from metrobus_app.runtime.transactions import TransactionGate, gate_of
+
 if TYPE_CHECKING:
     from faust.agents import Agent
     from faust.channels import Channel
@@ -140,6 +142,8 @@ async def serve(
     acking_topics = cast("Conductor", app.topics)._acking_topics
     unacked = consumer._unacked_messages
     set_current_event = stream._set_current_event
+    gate = gate_of(app)  # exactly-once: each batch or event a unit (runtime/transactions.py)
+    unit = None
     since_yield = 0
     started_here = await stream.maybe_start()
     inbox = getattr(channel, "metrobus_inbox", None)
@@ -170,7 +174,10 @@ async def serve(
             if item.__class__ is Batch:
                 batch, item = item, None
                 inbox.taken(batch)
-                await _serve_batch(app, batch, handle, on_result, yield_every)
+                if gate is None:
+                    await _serve_batch(app, batch, handle, on_result, yield_every)
+                else:
+                    await _serve_batch_in_transactions(app, batch, handle, on_result, gate)
                 since_yield = 0
                 continue
             since_yield += 1
@@ -183,16 +190,23 @@ async def serve(
                 message.tracked = True
                 unacked.add(message)
             set_current_event(item)  # what faust.current_event() returns inside the stop
+            if gate is not None:
+                unit = gate.start(message.topic, message.partition)
             result = await handle(item.key, item.value, message)
             item.ack()
             item = None
             set_current_event(None)
+            if unit is not None:
+                gate.end(unit, acked=True)  # type: ignore[union-attr]  # a unit only comes with a gate
+                unit = None
             if on_result is not None:
                 await on_result(result)
     finally:
         if item is not None:
             unacked.discard(item.message)
             set_current_event(None)
+        if unit is not None:
+            gate.end(unit, acked=False)  # type: ignore[union-attr]
         inbox.readers -= 1
         idleness.loops -= 1
         stream._channel_stop_iteration(channel)
@@ -227,6 +241,34 @@ async def _serve_batch(
     finally:
         if done and flow_control.is_active() and app.consumer_generation_id == generation:
             ack_offsets(app.consumer, batch.tp, done)
+
+
+async def _serve_batch_in_transactions(
+    app: faust.App,
+    batch: Batch,
+    handle: Handler,
+    on_result: Callable[[Any], Awaitable[None]] | None,
+    gate: TransactionGate,
+) -> None:
+    """``_serve_batch`` in exactly-once mode: each record a unit of ``gate``, acked as soon as it is handled.
+
+    So a commit may come between any two records, and a stop that waits before it sends (a
+    delay topic's agent until a message is due, a retry in place) never holds a commit back.
+    """
+    flow_control, generation, consumer, tp = app.flow_control, batch.generation, app.consumer, batch.tp
+    for record in batch.records:
+        if not flow_control.is_active() or app.consumer_generation_id != generation:
+            return
+        unit, acked = gate.start(tp.topic, tp.partition), False
+        try:
+            result = await handle(record.key, record.value, record)
+            if flow_control.is_active() and app.consumer_generation_id == generation:
+                ack_offsets(consumer, tp, [record.offset])
+                acked = True
+        finally:
+            gate.end(unit, acked=acked)
+        if on_result is not None:
+            await on_result(result)
 
 
 def ack_offsets(consumer: Any, tp: TP | TopicPartition, offsets: list[int]) -> None:

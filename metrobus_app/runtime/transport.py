@@ -27,6 +27,8 @@ from metrobus_app.runtime.delivery import TransactionManager, guard_of
 from metrobus_app.runtime.intake import Batch, Inbox, inbox_of
 from metrobus_app.runtime.producing import BatchingSend
 from metrobus_app.runtime.raw_schema import RawSchema
+from metrobus_app.runtime.seams import in_transaction
+from metrobus_app.runtime.transactions import gate_of
 
 if TYPE_CHECKING:
     # What ``app.topics`` is in a worker: Faust's ConductorT leaves out the internals read here.
@@ -51,6 +53,40 @@ class Consumer(faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        """Faust's commit, never cut in half by a cancel (the fetcher's, at a stop or a rebalance).
+
+        A commit cancelled between a transaction's commit and the next one's begin left that
+        producer outside any transaction: the stop's last commit then raised ``IllegalOperation``
+        and the worker hung with its consumer still in the group.
+        """
+        return await asyncio.shield(super().commit(topics, start_new_transaction))
+
+    async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
+        """Faust's, in exactly-once mode only between records (``runtime/transactions.py``)."""
+        gate = gate_of(self.app)
+        if gate is None:
+            return await super().force_commit(topics, start_new_transaction)
+        if not await gate.close_and_drain():
+            return False
+        try:
+            return await super().force_commit(topics, start_new_transaction)
+        finally:
+            gate.reopen()
+
+    async def on_stop(self) -> None:
+        """Faust's last commit, then the children stop (leaving the group) whatever it raised.
+
+        In exactly-once mode a transaction not committed by then is aborted, so its records are
+        read again by the next owner and ``read_committed`` readers need not wait for its timeout.
+        """
+        try:
+            await super().on_stop()
+        except Exception as exc:
+            self.log.error("the last commit failed (%s: %s); stopping without it", type(exc).__name__, exc)
+        if self.in_transaction:
+            await cast(Producer, self.app.producer).abort_open_transactions()
 
     async def _commit_offsets(self, offsets: Any, start_new_transaction: bool = True) -> bool:
         # Hand what is queued in memory (e.g. fates) to the producer, so the flush that
@@ -243,6 +279,38 @@ class Producer(faust_aiokafka.Producer):
         if self.batching is not None and self._producer is not None:
             await self.batching.ship()
         await super().on_stop()
+
+    async def commit_transactions(
+        self, tid_to_offset_map: Mapping[str, Mapping[Any, int]], group_id: str, start_new_transaction: bool = True
+    ) -> None:
+        """Faust's, except that a producer found outside a transaction begins one to carry its offsets.
+
+        Faust's raised ``IllegalOperation`` there and left every later transaction uncommitted.
+        """
+        for transactional_id, offsets in tid_to_offset_map.items():
+            async with self._trn_locks[transactional_id]:
+                producer = self._transaction_producers.get(transactional_id)
+                if producer is None:
+                    self.log.warning("no transactional producer %s to commit %r with", transactional_id, offsets)
+                    continue
+                if not in_transaction(producer):
+                    await producer.begin_transaction()
+                await producer.send_offsets_to_transaction(offsets, group_id)
+                await producer.commit_transaction()
+                if start_new_transaction:
+                    await producer.begin_transaction()
+
+    async def abort_open_transactions(self) -> None:
+        """Abort what the transactional producers hold open (at a stop, when it was not committed)."""
+        for transactional_id, producer in list(self._transaction_producers.items()):
+            if not in_transaction(producer):
+                continue
+            try:
+                await asyncio.wait_for(producer.abort_transaction(), 5)
+            except Exception as exc:
+                self.log.warning("could not abort transaction %s (%s); the broker will", transactional_id, exc)
+            else:
+                self.log.info("aborted the open transaction of %s", transactional_id)
 
 
 class Transport(faust_aiokafka.Transport):

@@ -1,0 +1,144 @@
+"""Exactly-once as the bus keeps it: what a record causes is committed with that record's offset, or not at all.
+
+Faust's transactional mode keeps one transactional producer per source partition (its id
+``<app id>-<partition group>-<partition>``) and commits each partition's offsets through its
+own producer, as KIP-98 has it. But Faust puts a *send* in the transaction of the partition the
+record goes *to*: a record read from ``AddEmail``-0 and forwarded with a key that hashes to
+``WhiteList``-3 is committed in transaction 3, its offset in transaction 0. A worker killed
+between the two commits, or a rebalance that fences one of them, leaves the forward committed
+and the offset not (a duplicate for ``read_committed`` readers) or the reverse (a loss). A send
+back from a delay topic does the same. And a commit can land while a stop is half way through a
+record: its forward is in the transaction, its offset is not (another duplicate).
+
+Here a record's sends go to the transaction of the partition it was *read from*, and a commit
+happens only *between* records:
+
+- ``serve`` (``runtime/intake.py``) opens a ``Unit`` for each batch (or Faust event) it hands to a
+  stop, and ends it once the records are acked; ``TransactionManager.send`` (``runtime/delivery.py``)
+  puts the unit's sends in the transaction of its source partition;
+- a unit that has sent is *dirty* until it ends; ``Consumer.force_commit`` (``runtime/transport.py``)
+  closes the ``TransactionGate`` (a clean unit's first send waits), waits until no unit is dirty,
+  then computes the offsets and commits: so every send in a committed transaction belongs to a
+  record whose offset is in it;
+- a unit that ends without its records acked after it sent (cancelled by a stop, cut by a
+  rebalance) *taints* the gate: from then on this worker commits nothing, and at its stop aborts
+  its open transactions, so its records are read again by the next owner, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextvars import ContextVar
+from typing import Any
+
+log = logging.getLogger("metrobus.transactions")
+
+# How long a commit waits for the stops to finish the records they sent for.
+DRAIN_TIMEOUT_S = 10.0
+
+
+class Unit:
+    """Records of one source partition being handled together (a batch, or one Faust event)."""
+
+    __slots__ = ("epoch", "partition", "sent", "tid", "topic")
+
+    def __init__(self, topic: str, partition: int, epoch: int) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.epoch = epoch
+        self.sent = False
+        self.tid: str | None = None
+
+
+CURRENT: ContextVar[Unit | None] = ContextVar("metrobus_unit", default=None)
+
+
+class TransactionGate:
+    """Lets a commit in only between records: see the module docstring."""
+
+    def __init__(self, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+        self.drain_timeout_s = drain_timeout_s
+        self.epoch = 0
+        self.dirty = 0
+        self.tainted: str | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def start(self, topic: str, partition: int) -> Unit:
+        """A unit for records of ``topic``-``partition``, current in this task until ``end``."""
+        unit = Unit(topic, partition, self.epoch)
+        CURRENT.set(unit)
+        return unit
+
+    async def admit(self, unit: Unit) -> None:
+        """Before a unit's first send: wait while a commit runs, then count the unit dirty."""
+        while not self._open.is_set():
+            await self._open.wait()
+        if unit.epoch != self.epoch:
+            unit.epoch = self.epoch  # began before a rebalance; its sends go to the new transactions
+        unit.sent = True
+        self.dirty += 1
+        self._drained.clear()
+
+    def end(self, unit: Unit, *, acked: bool) -> None:
+        """The unit is done: ``acked`` when every record it handled was acked (its sends may be committed)."""
+        CURRENT.set(None)
+        if not unit.sent or unit.epoch != self.epoch:
+            return
+        if not acked and self.tainted is None:
+            self.tainted = f"{unit.topic}-{unit.partition}"
+            log.warning(
+                "records of %s sent messages but were not acked (a stop or a rebalance cut them): "
+                "this worker commits no more transactions; the next owner reads them again",
+                self.tainted,
+            )
+        self.dirty -= 1
+        if self.dirty <= 0:
+            self.dirty = 0
+            self._drained.set()
+
+    def new_epoch(self) -> None:
+        """A rebalance dropped every transaction: what was dirty or tainted belongs to the old ones."""
+        self.epoch += 1
+        self.dirty = 0
+        self.tainted = None
+        self._drained.set()
+
+    async def close_and_drain(self) -> bool:
+        """Hold new senders back and wait until no unit is dirty; False (gate reopened) when it may not commit."""
+        self._open.clear()
+        try:
+            async with asyncio.timeout(self.drain_timeout_s):
+                await self._drained.wait()
+        except TimeoutError:
+            log.warning(
+                "a commit waited %g s for stops to finish records they sent for; not committing now",
+                self.drain_timeout_s,
+            )
+            self.reopen()
+            return False
+        if self.tainted is not None:
+            self.reopen()
+            return False
+        return True
+
+    def reopen(self) -> None:
+        self._open.set()
+
+
+def current_unit() -> Unit | None:
+    """The unit the running task handles, if any."""
+    return CURRENT.get()
+
+
+def gate_of(app: Any) -> TransactionGate | None:
+    """The app's gate in exactly-once mode (made on first use), else None."""
+    if not getattr(app, "in_transaction", False):
+        return None
+    gate = getattr(app, "metrobus_transaction_gate", None)
+    if gate is None:
+        gate = app.metrobus_transaction_gate = TransactionGate()
+    return gate
