@@ -49,6 +49,24 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield running
 
 
+# The recovery tests' stops (recovery_stops.py), what they did written to ``records``.
+@pytest.fixture()
+def records(tmp_path: Path) -> Path:
+    """Where the test stops write what they did (failed once, undone)."""
+    path = tmp_path / "records"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture()
+def extra(records: Path) -> dict[str, str]:
+    return {
+        "METROBUS_MODULES": "agents,tests.integration.recovery_stops",
+        "METROBUS_RETRY_DELAY_TIERS": "1,2",
+        "METROBUS_TEST_RECOVERY_DIR": str(records),
+    }
+
+
 def bus_env(broker_url: str, data_dir: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("METROBUS_")}
     env.update(METROBUS_BROKER=broker_url, METROBUS_DATA_DIR=str(data_dir), PYTHONUNBUFFERED="1")
@@ -117,13 +135,19 @@ class Worker:
             log.seek(self.log_start)
             return log.read().decode(errors="replace")
 
-    def stop(self) -> bool:
-        """SIGTERM, as an operator stops a worker; False when it had to be killed after 20 s."""
+    def stop(self, timeout: float = 20) -> bool:
+        """SIGTERM, as an operator stops a worker; False when it had to be killed after ``timeout`` s.
+
+        ``stopped_in`` is how long it took to end (seconds), ``returncode`` its exit status.
+        """
         graceful = True
+        self.stopped_in: float | None = None
         if self.process is not None and self.process.poll() is None:
+            began = time.monotonic()
             self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=timeout)
+                self.stopped_in = time.monotonic() - began
             except subprocess.TimeoutExpired:
                 graceful = False
                 self.process.kill()
