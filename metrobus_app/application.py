@@ -28,6 +28,7 @@ from metrobus_app.observe.tracing import configure as configure_tracing
 from metrobus_app.observe.tracing import shutdown as shutdown_tracing
 from metrobus_app.routing.rule_set import RouteRules
 from metrobus_app.runtime.broker_health import BROKER_NAMES, fetch_wait_ms, wait_for_broker, watch_broker
+from metrobus_app.runtime.broker_versions import BrokerIncompatible
 from metrobus_app.runtime.compat import ready_for_producer_ids
 from metrobus_app.runtime.delivery import install as install_delivery
 from metrobus_app.runtime.seams import check as check_seams
@@ -115,7 +116,11 @@ class MetrobusApp(faust.App):
     async def on_first_start(self) -> None:
         """Before Faust's clients start: wait for the broker, with backoff, saying so (runtime/broker_health.py)."""
         await super().on_first_start()
-        self.broker_kind = await wait_for_broker(self.settings)
+        try:
+            self.broker_kind = await wait_for_broker(self.settings)
+        except BrokerIncompatible as exc:
+            log.critical("%s", exc)
+            raise SystemExit(f"metrobus: {exc}") from None
         self.fetch_wait_ms = fetch_wait_ms(self.settings, self.broker_kind)
         log.info("broker: %s; fetch wait %d ms", BROKER_NAMES[self.broker_kind], self.fetch_wait_ms)
         if self.settings.processing_guarantee == EXACTLY_ONCE:

@@ -28,7 +28,7 @@ from types import TracebackType
 from ..errors import MetrobusError
 from .ports import free_port, port_open
 
-KAFKA_VERSION = os.environ.get("METROBUS_KAFKA_VERSION", "3.9.1")
+KAFKA_VERSION = os.environ.get("METROBUS_KAFKA_VERSION", "4.4.0")
 # A small heap and the quick JIT start a node in a few seconds; benchmarks pass their own.
 TEST_JVM = ("-Xms256m", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1")
 # Kafka 3.x logs through reload4j (log4j 1), 4.x through log4j 2: each its backend and file.

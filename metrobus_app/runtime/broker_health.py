@@ -23,6 +23,8 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.metadata import MetadataRequest
 
 from metrobus_app.config.settings import Settings
+from metrobus_app.runtime.broker_versions import BrokerIncompatible
+from metrobus_app.runtime.broker_versions import check as check_broker_versions
 from metrobus_app.security.credentials import client_options
 
 log = logging.getLogger("metrobus.broker")
@@ -68,11 +70,17 @@ async def probe(settings: Settings) -> str | None:
 
 
 async def wait_for_broker(settings: Settings) -> str:
-    """Return the broker's kind (see ``broker_kind``) once it answers; until then log each try and wait with backoff."""
+    """Return the broker's kind (see ``broker_kind``) once it answers; until then log each try and wait with backoff.
+
+    ``BrokerIncompatible`` when it answers but shares no version of an API the bus needs.
+    """
     delay, started, tries = FIRST_DELAY_S, time.monotonic(), 0
     while True:
         try:
+            await check_broker_versions(settings)  # first: a broker it cannot talk to is named in one line
             cluster_id = await probe(settings)
+        except BrokerIncompatible:
+            raise
         except Exception as exc:
             tries += 1
             log.warning(

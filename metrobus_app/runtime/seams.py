@@ -32,3 +32,30 @@ def check() -> None:
             f"aiokafka {aiokafka.__version__} has no TransactionManager.is_in_transaction, which exactly-once "
             "mode needs (runtime/seams.py): use aiokafka >=0.12,<0.15"
         )
+
+
+def client_api_versions() -> dict[int, set[int]]:
+    """API key -> the versions aiokafka can send, from its request builders.
+
+    Each ``aiokafka.protocol.api.Request`` subclass lists its wire versions in ``_CLASSES``
+    (private): the only record of what aiokafka negotiates with (``runtime/broker_versions.py``).
+    """
+    import aiokafka.protocol.admin
+    import aiokafka.protocol.commit
+    import aiokafka.protocol.coordination
+    import aiokafka.protocol.fetch
+    import aiokafka.protocol.group
+    import aiokafka.protocol.metadata
+    import aiokafka.protocol.offset
+    import aiokafka.protocol.produce
+    import aiokafka.protocol.transaction  # noqa: F401  # every request builder, registered as a subclass
+    from aiokafka.protocol.api import Request
+
+    versions: dict[int, set[int]] = {}
+    pending = list(Request.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending.extend(cls.__subclasses__())
+        for struct in getattr(cls, "_CLASSES", ()):
+            versions.setdefault(cls.API_KEY, set()).add(struct.API_VERSION)
+    return versions
