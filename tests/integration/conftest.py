@@ -1,7 +1,8 @@
 """Integration fixtures: a fresh broker per test, real worker processes, topic readers.
 
-The broker is Tansu (the demo's embedded one) unless ``METROBUS_TEST_BROKER=kafka``: then
-Apache Kafka, a single KRaft node (``metrobus_app.brokers.kafka``). The test bodies are the same.
+The broker is Apache Kafka, a single KRaft node of ``METROBUS_KAFKA_VERSION`` (4.4.0 unless set;
+``metrobus_app.brokers.kafka``), unless ``METROBUS_TEST_BROKER=tansu``: then Tansu, the demo's
+embedded broker. The test bodies are the same; tests marked ``tansu`` are the ones run there.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from metrobus_app.brokers import BROKERS, EmbeddedBroker, KafkaBroker, free_port, local_broker
 
-TEST_BROKER = os.environ.get("METROBUS_TEST_BROKER", "tansu")
+TEST_BROKER = os.environ.get("METROBUS_TEST_BROKER", "kafka")
 if TEST_BROKER not in BROKERS:
     raise pytest.UsageError(f"METROBUS_TEST_BROKER={TEST_BROKER!r}: use {' or '.join(BROKERS)}")
 Broker = EmbeddedBroker | KafkaBroker

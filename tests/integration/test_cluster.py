@@ -23,6 +23,7 @@ from .test_reliability import note, received, reconcile, start_push, wait_until,
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.guarantee,
     only_on("kafka", "a three-broker cluster is Apache Kafka's; Tansu runs one in-memory node, unreplicated"),
 ]
 

@@ -12,7 +12,7 @@ from tables.files import ReadReport, read_emails, read_whitelist
 
 from .conftest import bus_env, make_and_warm, produce, read_topic, run_cli
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu]
 
 ACCOUNTS, PUSHED = 2000, 1000
 

@@ -24,7 +24,7 @@ from tables.demo_data import account_range
 from .conftest import bus_env, only_on, produce, run_cli
 from .test_reliability import ACCOUNTS, note, received, reconcile, start_push, wait_until, warm_demo_caches
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.tansu, pytest.mark.guarantee]
 
 EXACTLY_ONCE = {"METROBUS_PROCESSING_GUARANTEE": "exactly_once"}
 STOP_TOPICS = ("AddEmail", "WhiteList", "Log")

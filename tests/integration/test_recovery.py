@@ -256,6 +256,7 @@ def _values(broker, expect: int) -> list[bytes]:
     return [value for _, value in read_topic(broker, "Error", expect)]
 
 
+@pytest.mark.guarantee
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_kill_9_while_messages_wait_in_a_delay_topic_loses_none(broker, workers, extra, records, tmp_path, guarantee):
     """Exactly once on Kafka, a read_committed reader of Done sees every message once."""

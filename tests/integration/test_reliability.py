@@ -75,6 +75,7 @@ def delivered_ids(broker, expect: int) -> list[str]:
     return [json.loads(value)["header"]["id"] for _, value in read_topic(broker, "Log", expect, settle=1)]
 
 
+@pytest.mark.guarantee
 def test_kill_9_in_the_middle_of_20000_records_loses_nothing(broker, workers, tmp_path):
     env = bus_env(broker.url, tmp_path / "cli")
     warm_demo_caches(env, tmp_path)
@@ -147,6 +148,7 @@ def test_a_worker_that_leaves_and_comes_back_loses_nothing(broker, workers, tmp_
     )
 
 
+@pytest.mark.guarantee
 def test_a_rolling_restart_of_every_worker_under_load_loses_nothing(broker, workers, tmp_path):
     """Each worker in turn is stopped (SIGTERM, as a deploy does) and started again while records flow."""
     env = bus_env(broker.url, tmp_path / "cli")
@@ -172,6 +174,7 @@ def test_a_rolling_restart_of_every_worker_under_load_loses_nothing(broker, work
     note("rolling_restart", {"pushed": 9000, "workers": 2, "duplicate_messages": result["duplicates"]})
 
 
+@pytest.mark.tansu
 def test_a_broker_that_stops_answering_for_10_s_loses_nothing(broker, workers, tmp_path):
     env = bus_env(broker.url, tmp_path / "cli")
     worker = workers().wait_ready()  # no caches: AddEmail drops every record, a fate all the same
