@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import click
 import faust
@@ -13,6 +14,7 @@ from faust.cli import AppCommand, argument, option
 from metrobus_app.config.settings import Settings
 from metrobus_app.observe.dead_letters import choose, dead_letters, plan_replay, replay, summary
 from metrobus_app.observe.reconcile import reconcile_topics
+from metrobus_app.observe.topic_audit import audit_topics
 
 
 def register_accounting_commands(app: faust.App) -> None:
@@ -21,26 +23,38 @@ def register_accounting_commands(app: faust.App) -> None:
     @app.command(
         option("--wait", type=click.FloatRange(min=0), default=0, help="Seconds to wait for the bus to balance."),
         option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+        option(
+            "--topics",
+            default=None,
+            help="Also audit these topics (comma-separated; 'stops': every stop's) as a read_committed reader: "
+            "duplicates, order per key, open transactions.",
+        ),
     )
-    async def reconcile(self: AppCommand, wait: float, as_json: bool) -> None:
+    async def reconcile(self: AppCommand, wait: float, as_json: bool, topics: str | None) -> None:
         """Account for every message pushed: pushed = delivered + dropped + dead-lettered (+ duplicates).
 
         Reads the source topic, the fates topic and the replay ledger; exits 1 while a pushed
-        message has no fate yet.
+        message has no fate yet, or (``--topics``) an audited topic shows a duplicate, a key out
+        of order or an open transaction.
         """
         settings: Settings = self.app.settings  # type: ignore[attr-defined]
+        audited = _audited_topics(self.app, topics)
         deadline = time.monotonic() + wait
         while True:
             result = await reconcile_topics(settings)
-            if result.balanced or time.monotonic() >= deadline:
+            audit = await audit_topics(settings, audited) if audited and result.balanced else None
+            done = result.balanced and (audit is None or audit.clean)
+            if done or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(1.0)
+        if audited and audit is None:
+            audit = await audit_topics(settings, audited)
         if as_json:
-            click.echo(json.dumps(result.as_dict(), indent=1))
+            click.echo(json.dumps({**result.as_dict(), **({"topics": audit.as_dict()} if audit else {})}, indent=1))
         else:
-            for line in result.lines():
+            for line in result.lines() + (audit.lines() if audit else []):
                 click.echo(line)
-        if not result.balanced:
+        if not result.balanced or (audit is not None and not audit.clean):
             raise SystemExit(1)
 
     @app.command(
@@ -109,3 +123,14 @@ def _list(letters: list, show: bool) -> None:
                 f"{letter.position}  id={body.get('id')}  {body.get('stop')}  {body.get('error')}: "
                 f"{str(body.get('message', ''))[:200]}  replays={body.get('replays', 0)}{mark}"
             )
+
+
+def _audited_topics(app: Any, topics: str | None) -> list[str]:
+    """``--topics``: the names given, ``stops`` standing for every stop topic this app knows."""
+    names: list[str] = []
+    for name in (part.strip() for part in (topics or "").split(",")):
+        if name == "stops":
+            names.extend(sorted(app.bus.known_stops))
+        elif name:
+            names.append(name)
+    return list(dict.fromkeys(names))

@@ -25,11 +25,14 @@ def producer_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
-def plain_consumer(settings: Settings, purpose: str, *, min_wait_ms: int = 100) -> AIOKafkaConsumer:
+def plain_consumer(
+    settings: Settings, purpose: str, *, min_wait_ms: int = 100, committed_only: bool = False
+) -> AIOKafkaConsumer:
     """A consumer outside the consumer group: no commits, from the start, big fetches, the bus's TLS/SASL.
 
     Its fetch waits at least ``min_wait_ms``: these readers follow topics that change seldom,
-    so they need not poll as often as a stop does.
+    so they need not poll as often as a stop does. ``committed_only``: read as ``read_committed``
+    (records of open or aborted transactions left out; its end offsets are the last stable ones).
     """
     return AIOKafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
@@ -39,6 +42,7 @@ def plain_consumer(settings: Settings, purpose: str, *, min_wait_ms: int = 100) 
         auto_offset_reset="earliest",
         fetch_max_wait_ms=max(settings.fetch_wait_ms, min_wait_ms),
         max_partition_fetch_bytes=8 * 1024 * 1024,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
         **client_options(settings),
     )
 
@@ -54,13 +58,13 @@ async def partitions_of(consumer: AIOKafkaConsumer, topics: Iterable[str]) -> di
     return {topic: found for topic in topics if (found := cluster.partitions_for_topic(topic))}
 
 
-async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord]:
+async def read_topic(settings: Settings, topic: str, *, committed_only: bool = False) -> list[ConsumerRecord]:
     """Every record of ``topic`` (all partitions, from the start; empty if there is no such topic).
 
     The end offsets the broker reports are not trusted alone (the embedded broker's can be short
     by a batch): reading stops at an empty fetch once every partition is past its end offset.
     """
-    consumer = plain_consumer(settings, "accounting", min_wait_ms=200)
+    consumer = plain_consumer(settings, "accounting", min_wait_ms=200, committed_only=committed_only)
     await consumer.start()
     try:
         found = (await partitions_of(consumer, [topic])).get(topic)
@@ -79,5 +83,17 @@ async def read_topic(settings: Settings, topic: str) -> list[ConsumerRecord]:
                 positions = [await consumer.position(tp) for tp in partitions]
                 if all(pos >= ends[tp] for pos, tp in zip(positions, partitions, strict=True)):
                     return records
+    finally:
+        await consumer.stop()
+
+
+async def end_offsets(settings: Settings, topic: str, *, committed_only: bool) -> dict[int, int]:
+    """Each partition's end: the log end, or (``committed_only``) the last stable offset, below any open transaction."""
+    consumer = plain_consumer(settings, "accounting", committed_only=committed_only)
+    await consumer.start()
+    try:
+        found = (await partitions_of(consumer, [topic])).get(topic, set())
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in sorted(found)]) if found else {}
+        return {tp.partition: offset for tp, offset in ends.items()}
     finally:
         await consumer.stop()
