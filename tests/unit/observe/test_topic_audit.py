@@ -1,4 +1,4 @@
-"""The read_committed audit of stop topics (``observe/topic_audit.py``): duplicates, order per key, open transactions."""
+"""The read_committed audit of stop topics (``observe/topic_audit.py``): duplicates, key order, open transactions."""
 
 import json
 
