@@ -6,7 +6,8 @@ so a test sees it from outside and it survives a kill -9 of the worker:
 - ``Twice`` fails the first two attempts of every message with ``TimeoutError`` (a passing
   error, retried in place: a 10 ms wait), then passes it on marked ``twice_tries``.
 - ``Later`` fails the first attempt of a message with ``ConnectionError`` when its payload has
-  ``fail_once`` (or every message when ``METROBUS_TEST_FAIL_ONCE=all``); its retry waits
+  ``fail_once`` (or every message when ``METROBUS_TEST_FAIL_ONCE=all``, every N-th pushed record with
+  ``every:N``); its retry waits
   ``METROBUS_TEST_LATER_WAIT_S`` (1.5 s by default, no jitter): longer than the in-place
   limit, so the message goes through a delay topic. A marker file per message says it failed.
 - ``Reserve`` -> ``Charge`` -> ``Ship``: a shop. ``Reserve`` remembers its hold and may take
@@ -50,9 +51,17 @@ def twice(payload: dict) -> dict:
     return {**payload, "twice_tries": _tries[name]}
 
 
+def _fails_once(payload: dict) -> bool:
+    """``fail_once`` in the payload, or ``METROBUS_TEST_FAIL_ONCE``: ``all``, or ``every:N`` (x a multiple of N)."""
+    which = os.environ.get("METROBUS_TEST_FAIL_ONCE", "")
+    if payload.get("fail_once") or which == "all":
+        return True
+    return which.startswith("every:") and int(payload.get("x", 1)) % int(which[6:]) == 0
+
+
 @stop("Later", retry=Retry(attempts=3, on=(ConnectionError,), backoff=fixed(LATER_WAIT_S)))
 def later(payload: dict) -> dict:
-    if payload.get("fail_once") or os.environ.get("METROBUS_TEST_FAIL_ONCE") == "all":
+    if _fails_once(payload):
         name = _name(payload)
         if RECORDS is not None:
             marker = RECORDS / f"later-{name}.failed"
