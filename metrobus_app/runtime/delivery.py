@@ -181,8 +181,9 @@ class TransactionManager(FaustTransactionManager):
         unit, gate = current_unit(), gate_of(app)
         if unit is None or gate is None:
             return await super().send(topic, key, value, *args, **kwargs)
-        if not unit.sent:
-            await gate.admit(unit)
+        if not await gate.admit(unit):
+            log.debug("dropped a send of a record of %s-%d cut by a rebalance", unit.topic, unit.partition)
+            return _dropped()
         if unit.tid is None:
             unit.tid = f"{app.conf.id}-{app.assignor.group_for_topic(unit.topic)}-{unit.partition}"
         partition, timestamp, headers = [*args, None, None, None][:3]
@@ -195,6 +196,12 @@ class TransactionManager(FaustTransactionManager):
         if gate is not None and revoked:
             gate.new_epoch()
         await super().on_rebalance(assigned, revoked, newly_assigned)
+
+
+def _dropped() -> asyncio.Future:
+    future: asyncio.Future = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
 
 
 async def publish_fates_before_commit(app: Any) -> None:

@@ -73,15 +73,22 @@ class TransactionGate:
         CURRENT.set(unit)
         return unit
 
-    async def admit(self, unit: Unit) -> None:
-        """Before a unit's first send: wait while a commit runs, then count the unit dirty."""
-        while not self._open.is_set():
-            await self._open.wait()
-        if unit.epoch != self.epoch:
-            unit.epoch = self.epoch  # began before a rebalance; its sends go to the new transactions
-        unit.sent = True
-        self.dirty += 1
-        self._drained.clear()
+    async def admit(self, unit: Unit) -> bool:
+        """Before each send of a unit: False when a rebalance came since it began (drop the send).
+
+        A stale unit's record is not acked (its generation is gone) and is read again, so what it
+        sends now would be sent twice. Before a unit's first send, wait while a commit runs, then
+        count the unit dirty.
+        """
+        if not unit.sent:
+            while not self._open.is_set():
+                await self._open.wait()
+            if unit.epoch != self.epoch:
+                return False
+            unit.sent = True
+            self.dirty += 1
+            self._drained.clear()
+        return unit.epoch == self.epoch
 
     def end(self, unit: Unit, *, acked: bool) -> None:
         """The unit is done: ``acked`` when every record it handled was acked (its sends may be committed)."""
