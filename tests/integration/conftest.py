@@ -181,6 +181,21 @@ def workers(broker: Broker, tmp_path: Path) -> Iterator[WorkerFactory]:
     assert not hung, f"workers did not stop within 20 s of SIGTERM: {hung}"
 
 
+# Three Apache Kafka nodes (replication 3, min.insync.replicas 2) and workers on them.
+@pytest.fixture()
+def cluster(tmp_path: Path) -> Iterator[KafkaBroker]:
+    with KafkaBroker(3, log_path=tmp_path / "cluster.log") as running:
+        yield running
+
+
+@pytest.fixture()
+def cluster_workers(cluster: KafkaBroker, tmp_path: Path) -> Iterator[WorkerFactory]:
+    factory = WorkerFactory(cluster, tmp_path)
+    yield factory
+    for worker in factory.started:
+        worker.stop()
+
+
 def read_topic(broker: Broker, topic: str, expect: int, *, timeout: float = 60, settle: float = 2.0) -> list:
     """Read a topic from the start, without joining a group: every record's (key, value).
 

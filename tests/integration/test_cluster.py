@@ -10,15 +10,11 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kafka.admin import KafkaAdminClient
 
-from metrobus_app.brokers import KafkaBroker
-
-from .conftest import WorkerFactory, bus_env, only_on
+from .conftest import bus_env, only_on
 from .test_reliability import note, received, reconcile, start_push, wait_until, warm_demo_caches
 
 pytestmark = [
@@ -30,20 +26,6 @@ pytestmark = [
 STOP_TOPICS = ["Source", "AddEmail", "WhiteList", "Log"]
 REPLICATED = {"METROBUS_REPLICATION": "3"}
 PUSHED, RATE = 12_000, 400
-
-
-@pytest.fixture()
-def cluster(tmp_path: Path) -> Iterator[KafkaBroker]:
-    with KafkaBroker(3, log_path=tmp_path / "cluster.log") as running:
-        yield running
-
-
-@pytest.fixture()
-def cluster_workers(cluster: KafkaBroker, tmp_path: Path) -> Iterator[WorkerFactory]:
-    factory = WorkerFactory(cluster, tmp_path)
-    yield factory
-    for worker in factory.started:
-        worker.stop()
 
 
 def partition_leaders(bootstrap: str, topics: list[str]) -> Counter[int]:

@@ -19,15 +19,11 @@ import itertools
 import json
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from metrobus_app.brokers import KafkaBroker
-
-from .conftest import FAUST, ROOT, WorkerFactory, bus_env, only_on, run_cli
+from .conftest import FAUST, ROOT, bus_env, only_on, run_cli
 from .test_reliability import note
 
 pytestmark = [
@@ -39,20 +35,6 @@ pytestmark = [
 PUSHED, RATE, KEYS = 3_000, 75, 50
 ROUTE = ["Charge", "Later", "Done"]
 AUDITED = [*ROUTE, "metrobus-retry-2s"]
-
-
-@pytest.fixture()
-def cluster(tmp_path: Path) -> Iterator[KafkaBroker]:
-    with KafkaBroker(3, log_path=tmp_path / "cluster.log") as running:
-        yield running
-
-
-@pytest.fixture()
-def cluster_workers(cluster: KafkaBroker, tmp_path: Path) -> Iterator[WorkerFactory]:
-    factory = WorkerFactory(cluster, tmp_path)
-    yield factory
-    for worker in factory.started:
-        worker.stop()
 
 
 def done_times(bootstrap: str) -> list[float]:
