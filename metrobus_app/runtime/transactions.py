@@ -22,7 +22,10 @@ happens only *between* records:
   record whose offset is in it;
 - a unit that ends without its records acked after it sent (cancelled by a stop, cut by a
   rebalance) *taints* the gate: from then on this worker commits nothing, and at its stop aborts
-  its open transactions, so its records are read again by the next owner, once.
+  its open transactions, so its records are read again by the next owner, once;
+- a stop's last commit (Faust's, before the agents stop) *ends* the gate: a stop still running
+  sends nothing more (its record is not committed, so it is read again) and nothing more is
+  committed.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class TransactionGate:
         self.epoch = 0
         self.dirty = 0
         self.tainted: str | None = None
+        self.ended = False  # the last commit of a stop is done: nothing more is sent or committed
         self._open = asyncio.Event()
         self._open.set()
         self._drained = asyncio.Event()
@@ -83,12 +87,12 @@ class TransactionGate:
         if not unit.sent:
             while not self._open.is_set():
                 await self._open.wait()
-            if unit.epoch != self.epoch:
+            if unit.epoch != self.epoch or self.ended:
                 return False
             unit.sent = True
             self.dirty += 1
             self._drained.clear()
-        return unit.epoch == self.epoch
+        return unit.epoch == self.epoch and not self.ended
 
     def end(self, unit: Unit, *, acked: bool) -> None:
         """The unit is done: ``acked`` when every record it handled was acked (its sends may be committed)."""

@@ -64,15 +64,16 @@ class Consumer(faust_aiokafka.Consumer):
         return await asyncio.shield(super().commit(topics, start_new_transaction))
 
     async def force_commit(self, topics: Any = None, start_new_transaction: bool = True) -> bool:
-        """Faust's, in exactly-once mode only between records (``runtime/transactions.py``)."""
+        """Faust's; exactly once: only between records, none after a stop's last (``runtime/transactions.py``)."""
         gate = gate_of(self.app)
         if gate is None:
             return await super().force_commit(topics, start_new_transaction)
-        if not await gate.close_and_drain():
+        if gate.ended or not await gate.close_and_drain():
             return False
         try:
             return await super().force_commit(topics, start_new_transaction)
         finally:
+            gate.ended = gate.ended or not start_new_transaction
             gate.reopen()
 
     async def on_stop(self) -> None:
