@@ -61,3 +61,9 @@ async def test_a_unit_that_never_sent_does_not_hold_a_commit():
     await gate.admit(stuck)
     assert await gate.close_and_drain() is False  # a record that never finishes: no commit, gate reopened
     assert await gate.admit(gate.start("AddEmail", 1)) is True
+
+
+async def test_after_a_stops_last_commit_nothing_more_is_sent():
+    gate = TransactionGate()
+    gate.ended = True
+    assert await gate.admit(gate.start("metrobus-retry-2s", 0)) is False
