@@ -12,7 +12,7 @@ from metrobus_app.brokers import free_port
 
 from .conftest import Worker, bus_env, new_broker, read_topic, run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.tansu]
+pytestmark = pytest.mark.integration
 
 EMAILS = {str(1000000 + i): f"user{i}@example.com" for i in range(300)}
 WHITELIST = [f"user{i}@example.com" for i in range(0, 300, 3)]

@@ -17,7 +17,7 @@ from metrobus_app import Envelope
 
 from .conftest import ROOT, bus_env, produce, read_topic, run_cli
 
-pytestmark = [pytest.mark.integration, pytest.mark.tansu]
+pytestmark = pytest.mark.integration
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -23,7 +23,7 @@ from .conftest import FAUST, ROOT, bus_env, run_cli
 from .test_exactly_once import committed_ids
 from .test_recovery import wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.tansu, pytest.mark.guarantee]
+pytestmark = pytest.mark.integration
 
 PUSHED, RATE = 300, 40
 SHUTDOWN_TIMEOUT_S = 8
@@ -43,7 +43,9 @@ def stopped_gracefully(worker, what: str) -> float:
     return round(worker.stopped_in, 2)
 
 
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+@pytest.mark.parametrize(
+    "guarantee", ["at_least_once", pytest.param("exactly_once", marks=[pytest.mark.tansu, pytest.mark.guarantee])]
+)
 def test_sigterm_ends_a_worker_in_every_state_and_loses_nothing(broker, workers, extra, records, tmp_path, guarantee):
     extra = {
         **extra,
