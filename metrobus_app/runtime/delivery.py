@@ -185,17 +185,39 @@ class TransactionManager(FaustTransactionManager):
             log.debug("dropped a send of a record of %s-%d cut by a rebalance", unit.topic, unit.partition)
             return _dropped()
         if unit.tid is None:
-            unit.tid = f"{app.conf.id}-{app.assignor.group_for_topic(unit.topic)}-{unit.partition}"
+            unit.tid = _transactional_id(app, unit.topic, unit.partition)
         partition, timestamp, headers = [*args, None, None, None][:3]
         partition = self.consumer.key_partition(topic, key, partition)
         return await self.producer.send(topic, key, value, partition, timestamp, headers, transactional_id=unit.tid)
 
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
-        """Faust's (the revoked partitions' producers stopped, the assigned ones' begun), in a new epoch of the gate."""
-        gate = gate_of(self.app)
-        if gate is not None and revoked:
-            gate.new_epoch()
-        await super().on_rebalance(assigned, revoked, newly_assigned)
+        """Every open transaction aborted, the assigned partitions' begun anew, in a new epoch of the gate.
+
+        Faust stops only the revoked partitions' producers. But a rebalance also cuts the records
+        of the partitions a worker keeps, which it then reads again from their committed offsets:
+        their transactions hold sends of those records (a duplicate once committed, faust-streaming
+        #502). A producer started again with the same transactional id makes the broker abort what
+        the old one left open.
+        """
+        app, gate = self.app, gate_of(self.app)
+        if gate is None:
+            return await super().on_rebalance(assigned, revoked, newly_assigned)
+        gate.new_epoch()
+        for tid in sorted(_transactional_ids(app, set(assigned) | set(revoked))):
+            await self.producer.stop_transaction(tid)
+        for tid in sorted(_transactional_ids(app, assigned)):
+            await self.producer.maybe_begin_transaction(tid)
+        return None
+
+
+def _transactional_id(app: Any, topic: str, partition: int) -> str:
+    """Faust's transactional id of a source partition: ``<app id>-<partition group>-<partition>``."""
+    return f"{app.conf.id}-{app.assignor.group_for_topic(topic)}-{partition}"
+
+
+def _transactional_ids(app: Any, tps: Any) -> set[str]:
+    assignor = app.assignor
+    return {_transactional_id(app, tp.topic, tp.partition) for tp in tps if not assignor.is_standby(tp)}
 
 
 def _dropped() -> asyncio.Future:

@@ -20,9 +20,11 @@ happens only *between* records:
   closes the ``TransactionGate`` (a clean unit's first send waits), waits until no unit is dirty,
   then computes the offsets and commits: so every send in a committed transaction belongs to a
   record whose offset is in it;
+- a rebalance aborts every open transaction, the kept partitions' too (``TransactionManager.on_rebalance``):
+  the records it cut are read again from the committed offsets, so what they sent must go;
 - a unit that ends without its records acked after it sent (cancelled by a stop, cut by a
-  rebalance) *taints* the gate: from then on this worker commits nothing, and at its stop aborts
-  its open transactions, so its records are read again by the next owner, once;
+  rebalance) *taints* the gate: this worker commits nothing until the next rebalance, and at its
+  stop aborts its open transactions, so its records are read again by the next owner, once;
 - a stop's last commit (Faust's, before the agents stop) *ends* the gate: a stop still running
   sends nothing more (its record is not committed, so it is read again) and nothing more is
   committed.

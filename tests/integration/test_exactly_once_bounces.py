@@ -56,6 +56,7 @@ def pause_after(times: list[float], at: float, within: float = 20.0) -> float:
     return round(max((b - a for a, b in itertools.pairwise(around)), default=within), 2)
 
 
+@pytest.mark.timeout(900)
 def test_every_message_once_in_order_per_key_through_worker_and_broker_bounces(
     cluster, cluster_workers, tmp_path, extra, records
 ):
