@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from faust.transport.consumer import TransactionManager as FaustTransactionManager
 
@@ -42,6 +42,7 @@ log = logging.getLogger("metrobus.delivery")
 
 
 CommitHook = Callable[[], Awaitable[Any]]
+COMMIT_WAIT_S = 5.0  # how long a rebalance waits for a commit under way (exactly once)
 
 
 class DeliveryFailed(MetrobusError):
@@ -203,6 +204,11 @@ class TransactionManager(FaustTransactionManager):
         if gate is None:
             return await super().on_rebalance(assigned, revoked, newly_assigned)
         gate.new_epoch()
+        # A commit under way finishes before its producers are replaced (it would wait on a stopped one).
+        try:
+            await asyncio.wait_for(asyncio.shield(cast(Any, self.consumer).maybe_wait_for_commit_to_finish()), COMMIT_WAIT_S)
+        except TimeoutError:
+            log.warning("a commit still runs %g s into a rebalance; replacing its producers anyway", COMMIT_WAIT_S)
         for tid in sorted(_transactional_ids(app, set(assigned) | set(revoked))):
             await self.producer.stop_transaction(tid)
         for tid in sorted(_transactional_ids(app, assigned)):

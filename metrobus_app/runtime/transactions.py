@@ -121,7 +121,12 @@ class TransactionGate:
         self._drained.set()
 
     async def close_and_drain(self) -> bool:
-        """Hold new senders back and wait until no unit is dirty; False (gate reopened) when it may not commit."""
+        """Hold new senders back and wait until no unit is dirty; False (gate reopened) when it may not commit.
+
+        It may not when a unit never finished, when the gate is tainted, or when a rebalance came
+        meanwhile (its transactions are being replaced; their records are read again).
+        """
+        epoch = self.epoch
         self._open.clear()
         try:
             async with asyncio.timeout(self.drain_timeout_s):
@@ -133,7 +138,7 @@ class TransactionGate:
             )
             self.reopen()
             return False
-        if self.tainted is not None:
+        if self.tainted is not None or self.epoch != epoch:
             self.reopen()
             return False
         return True

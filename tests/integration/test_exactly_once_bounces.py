@@ -18,7 +18,9 @@ from __future__ import annotations
 import itertools
 import json
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer, TopicPartition
@@ -48,6 +50,25 @@ def done_times(bootstrap: str) -> list[float]:
         return sorted(record.timestamp / 1000 for record in consumer)
     finally:
         consumer.close()
+
+
+def stacks(workers, path: Path) -> str:
+    """What each live worker's threads are doing (py-spy) and its stats, written to ``path``, for a bus that stalled."""
+    dumps = []
+    for worker in workers:
+        if worker.process.poll() is None:
+            dump = subprocess.run(
+                [str(Path(sys.executable).parent / "py-spy"), "dump", "--pid", str(worker.process.pid)],
+                capture_output=True,
+                text=True,
+            )
+            try:
+                stats = json.dumps(worker.get("/metrobus/stats/")["stops"])
+            except OSError as exc:
+                stats = repr(exc)
+            dumps.append(f"== {worker.log_path.name}\n{stats}\n{dump.stdout}{dump.stderr[-500:]}")
+    path.write_text("\n".join(dumps))
+    return f"the workers' stacks and stats: {path}"
 
 
 def pause_after(times: list[float], at: float, within: float = 20.0) -> float:
@@ -116,12 +137,12 @@ def test_every_message_once_in_order_per_key_through_worker_and_broker_bounces(
     running["c"].start()
     assert pusher.wait(timeout=180) == 0, pusher.stderr.read() if pusher.stderr else ""
 
-    done = run_cli(env, "reconcile", "--wait", "240", "--json", "--topics", ",".join(AUDITED), timeout=420)
+    done = run_cli(env, "reconcile", "--wait", "150", "--json", "--topics", ",".join(AUDITED), timeout=420)
     assert done.stdout, done.stderr
     result = json.loads(done.stdout)
     topics = result["topics"]
     assert result["pushed"] == PUSHED, result
-    assert result["unaccounted"] == 0, result["unaccounted_ids"][:10]
+    assert result["unaccounted"] == 0, (result["unaccounted"], stacks(running.values(), tmp_path / "stacks.txt"))
     assert result["delivered"] == PUSHED, result
     for topic in AUDITED:
         assert topics[topic]["duplicates"] == 0, (topic, topics[topic])
