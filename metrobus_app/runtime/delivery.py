@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
+from aiokafka.errors import ProducerFenced
 from faust.transport.consumer import TransactionManager as FaustTransactionManager
 
 from metrobus_app.config.checks import EXACTLY_ONCE
@@ -191,6 +192,30 @@ class TransactionManager(FaustTransactionManager):
         partition = self.consumer.key_partition(topic, key, partition)
         return await self.producer.send(topic, key, value, partition, timestamp, headers, transactional_id=unit.tid)
 
+    async def commit(self, offsets: Mapping[Any, int], start_new_transaction: bool = True) -> bool:
+        """Faust's commit, except that a fenced producer does not crash the worker.
+
+        Fenced means another worker owns the partition now (this one missed a rebalance, e.g.
+        while a broker was away): what this one left open is aborted by the new owner. Faust
+        crashed the worker; here it commits nothing more until its own rebalance comes.
+        """
+        gate = gate_of(self.app)
+        by_transactional_id: dict[str, dict[Any, int]] = {}
+        for tp, offset in offsets.items():
+            by_transactional_id.setdefault(_transactional_id(self.app, tp.topic, tp.partition), {})[tp] = offset
+        if not by_transactional_id:
+            return True
+        try:
+            await self.producer.commit_transactions(
+                by_transactional_id, self.app.conf.id, start_new_transaction=start_new_transaction
+            )
+        except ProducerFenced as exc:
+            log.warning("fenced (%s): another worker owns those partitions now; waiting for the rebalance", exc)
+            if gate is not None:
+                gate.taint("a transactional producer was fenced")
+            return False
+        return True
+
     async def on_rebalance(self, assigned: Any, revoked: Any, newly_assigned: Any) -> None:
         """Every open transaction aborted, the assigned partitions' begun anew, in a new epoch of the gate.
 
@@ -205,8 +230,9 @@ class TransactionManager(FaustTransactionManager):
             return await super().on_rebalance(assigned, revoked, newly_assigned)
         gate.new_epoch()
         # A commit under way finishes before its producers are replaced (it would wait on a stopped one).
+        under_way = cast(Any, self.consumer).maybe_wait_for_commit_to_finish()
         try:
-            await asyncio.wait_for(asyncio.shield(cast(Any, self.consumer).maybe_wait_for_commit_to_finish()), COMMIT_WAIT_S)
+            await asyncio.wait_for(asyncio.shield(under_way), COMMIT_WAIT_S)
         except TimeoutError:
             log.warning("a commit still runs %g s into a rebalance; replacing its producers anyway", COMMIT_WAIT_S)
         for tid in sorted(_transactional_ids(app, set(assigned) | set(revoked))):

@@ -113,6 +113,12 @@ class TransactionGate:
             self.dirty = 0
             self._drained.set()
 
+    def taint(self, why: str) -> None:
+        """Commit nothing more until the next rebalance (``why`` is logged once)."""
+        if self.tainted is None:
+            self.tainted = why
+            log.warning("%s: this worker commits no more transactions until its next rebalance", why)
+
     def new_epoch(self) -> None:
         """A rebalance dropped every transaction: what was dirty or tainted belongs to the old ones."""
         self.epoch += 1
