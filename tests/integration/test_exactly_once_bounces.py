@@ -17,8 +17,8 @@ It does not pass yet, and CI leaves it out (see ``pytestmark``).
 from __future__ import annotations
 
 import itertools
-import os
 import json
+import os
 import signal
 import subprocess
 import sys
