@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..errors import MetrobusError
-from .ports import free_port, port_open
+from .ports import free_ports, port_open
 
 KAFKA_VERSION = os.environ.get("METROBUS_KAFKA_VERSION", "4.4.0")
 # A small heap and the quick JIT start a node in a few seconds; benchmarks pass their own.
@@ -217,7 +217,7 @@ class KafkaBroker:
         self.log_path = log_path
         self._own_folder = folder is None
         self.folder = Path(folder or tempfile.mkdtemp(prefix="metrobus-kafka-"))
-        ports = [port or free_port()] + [free_port() for _ in range(2 * nodes - 1)]
+        ports = free_ports(2 * nodes, port)
         self.nodes = [KafkaNode(n + 1, ports[n], ports[nodes + n], self.folder / f"node-{n + 1}") for n in range(nodes)]
 
     @property

@@ -77,3 +77,14 @@ def test_a_worker_knows_its_broker_by_the_cluster_id_and_waits_as_suits_it(clust
     assert broker_kind(cluster_id) == kind
     assert fetch_wait_ms(Settings(), kind) == wait
     assert fetch_wait_ms(Settings(fetch_wait_ms=25), kind) == 25  # a value set wins on either broker
+
+
+def test_a_kafka_node_gets_a_port_of_its_own_for_each_listener():
+    from metrobus_app.brokers.kafka import KafkaBroker
+    from metrobus_app.brokers.ports import free_ports
+
+    assert len(set(free_ports(50))) == 50
+    cluster = KafkaBroker(3)
+    ports = [p for node in cluster.nodes for p in (node.port, node.controller_port)]
+    assert len(set(ports)) == 6
+    cluster.folder.rmdir()
