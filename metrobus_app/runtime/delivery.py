@@ -212,7 +212,7 @@ class TransactionManager(FaustTransactionManager):
         except ProducerFenced as exc:
             log.warning("fenced (%s): another worker owns those partitions now; waiting for the rebalance", exc)
             if gate is not None:
-                gate.taint("a transactional producer was fenced")
+                gate.taint("fenced", "a transactional producer was fenced")
             return False
         return True
 

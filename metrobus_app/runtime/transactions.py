@@ -13,8 +13,8 @@ record: its forward is in the transaction, its offset is not (another duplicate)
 Here a record's sends go to the transaction of the partition it was *read from*, and a commit
 happens only *between* records:
 
-- ``serve`` (``runtime/intake.py``) opens a ``Unit`` for each batch (or Faust event) it hands to a
-  stop, and ends it once the records are acked; ``TransactionManager.send`` (``runtime/delivery.py``)
+- ``serve`` (``runtime/intake.py``) opens a ``Unit`` for each record (a batch's, or a Faust event)
+  it hands to a stop, and ends it once the record is acked; ``TransactionManager.send`` (``runtime/delivery.py``)
   puts the unit's sends in the transaction of its source partition;
 - a unit that has sent is *dirty* until it ends; ``Consumer.force_commit`` (``runtime/transport.py``)
   closes the ``TransactionGate`` (a clean unit's first send waits), waits until no unit is dirty,
@@ -44,7 +44,7 @@ DRAIN_TIMEOUT_S = 10.0
 
 
 class Unit:
-    """Records of one source partition being handled together (a batch, or one Faust event)."""
+    """One record of a source partition being handled (of a batch, or a Faust event)."""
 
     __slots__ = ("epoch", "partition", "sent", "tid", "topic")
 
@@ -101,23 +101,18 @@ class TransactionGate:
         CURRENT.set(None)
         if not unit.sent or unit.epoch != self.epoch:
             return
-        if not acked and self.tainted is None:
-            self.tainted = f"{unit.topic}-{unit.partition}"
-            log.warning(
-                "records of %s sent messages but were not acked (a stop or a rebalance cut them): "
-                "this worker commits no more transactions; the next owner reads them again",
-                self.tainted,
-            )
+        if not acked:
+            self.taint(f"{unit.topic}-{unit.partition}", "a record sent messages but was not acked (cut by a stop)")
         self.dirty -= 1
         if self.dirty <= 0:
             self.dirty = 0
             self._drained.set()
 
-    def taint(self, why: str) -> None:
-        """Commit nothing more until the next rebalance (``why`` is logged once)."""
+    def taint(self, what: str, why: str) -> None:
+        """Commit nothing more until the next rebalance (the first ``what`` is kept, ``why`` logged with it)."""
         if self.tainted is None:
-            self.tainted = why
-            log.warning("%s: this worker commits no more transactions until its next rebalance", why)
+            self.tainted = what
+            log.warning("%s: %s; this worker commits no more transactions until its next rebalance", what, why)
 
     def new_epoch(self) -> None:
         """A rebalance dropped every transaction: what was dirty or tainted belongs to the old ones."""
@@ -137,6 +132,9 @@ class TransactionGate:
         try:
             async with asyncio.timeout(self.drain_timeout_s):
                 await self._drained.wait()
+        except asyncio.CancelledError:
+            self.reopen()  # else every sender would wait for good
+            raise
         except TimeoutError:
             log.warning(
                 "a commit waited %g s for stops to finish records they sent for; not committing now",
